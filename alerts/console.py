@@ -1,0 +1,92 @@
+"""A readable, one-line-per-event rendering for terminals (colours when the stream is a TTY)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TextIO
+
+from monitor.events import (
+    EngineEvent,
+    MarginRecovered,
+    MarginWarningRaised,
+    PositionView,
+)
+
+_RESET = "\033[0m"
+_COLOURS = {
+    "margin_warning": "\033[33m",  # yellow
+    "margin_recovered": "\033[32m",  # green
+    "liquidation": "\033[1;31m",  # bold red
+}
+
+
+def format_time(ts_ms: int) -> str:
+    """``2021-11-15 06:00:00.000`` (UTC) for an exchange timestamp in milliseconds."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts_ms % 1000:03d}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    magnitude = abs(value)
+    if magnitude != 0 and magnitude < 1:
+        return f"{value:.6g}"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a (MB≤0)" if value is None else f"{value * 100:.1f}%"
+
+
+def _position(p: PositionView) -> str:
+    return (
+        f"{p.symbol} {p.side} {p.qty:g} @ {_num(p.entry)} mark {_num(p.mark)} "
+        f"liq {_num(p.liquidation_price)} bkr {_num(p.bankruptcy_price)}"
+    )
+
+
+def render(event: EngineEvent) -> str:
+    """One line describing the event for a human."""
+    head = f"{format_time(event.ts)}  {event.entity.label()}"
+    asset = event.entity.asset
+    if isinstance(event, MarginWarningRaised):
+        body = (
+            f"WARNING  level {event.level:g}  ratio {_ratio(event.margin_ratio)}  "
+            f"MB {_num(event.margin_balance)} MM {_num(event.maintenance_margin)} {asset}"
+        )
+        detail = "; ".join(_position(p) for p in event.positions)
+    elif isinstance(event, MarginRecovered):
+        body = (
+            f"RECOVERED  ratio {_ratio(event.margin_ratio)}  "
+            f"MB {_num(event.margin_balance)} MM {_num(event.maintenance_margin)} {asset}"
+        )
+        detail = ""
+    else:
+        body = (
+            f"LIQUIDATED  loss {_num(event.loss)} {asset}  shortfall {_num(event.shortfall)}  "
+            f"ratio {_ratio(event.margin_ratio)}"
+        )
+        detail = "; ".join(_position(p) for p in event.positions)
+    return f"{head}  {body}" + (f"\n    {detail}" if detail else "")
+
+
+class ConsoleSink:
+    """Renders events for a human reading a terminal."""
+
+    def __init__(self, stream: TextIO, *, colour: bool | None = None) -> None:
+        self._stream = stream
+        self._colour = stream.isatty() if colour is None else colour
+
+    async def publish(self, event: EngineEvent) -> None:
+        text = render(event)
+        if self._colour:
+            text = f"{_COLOURS[event.kind]}{text}{_RESET}"
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+    async def flush(self) -> None:
+        self._stream.flush()
+
+    async def close(self) -> None:
+        self._stream.flush()

@@ -1,0 +1,34 @@
+"""The JSON Lines sink: one event payload (interfaces §4) per line."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from monitor.events import EngineEvent, to_payload
+
+
+def encode(event: EngineEvent) -> str:
+    """The event's payload as one compact JSON line (without the newline)."""
+    return json.dumps(to_payload(event), separators=(",", ":"), allow_nan=False)
+
+
+class JsonLinesSink:
+    """Writes each event as one JSON line to a text stream (a file, or stdout)."""
+
+    def __init__(self, stream: TextIO, *, owns_stream: bool = False) -> None:
+        self._stream = stream
+        self._owns_stream = owns_stream
+        self.written = 0
+
+    async def publish(self, event: EngineEvent) -> None:
+        self._stream.write(encode(event) + "\n")
+        self.written += 1
+
+    async def flush(self) -> None:
+        self._stream.flush()
+
+    async def close(self) -> None:
+        self._stream.flush()
+        if self._owns_stream:
+            self._stream.close()

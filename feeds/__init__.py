@@ -1,0 +1,1 @@
+"""Sources of records: one pure parser per format, and the readers around them."""

@@ -1,0 +1,285 @@
+"""Parser of liqmon's normalized records (interfaces §1): one JSON object per line.
+
+Pure: text in, :mod:`monitor.records` out, or :class:`~monitor.errors.MalformedRecord` with a
+stable ``reason``:
+
+``invalid_json``     the line is not JSON (or not UTF-8)
+``not_an_object``    the JSON value is not an object
+``unknown_type``     ``type`` is missing or not one of contract/balance/position/margin/tick
+``missing_field``    a required field is absent
+``invalid_field``    a field has the wrong type or an impossible value (bool for a number,
+                     non-integer ``ts``, negative entry, unknown side, ...)
+``invalid_price``    a tick's mark is not a finite positive number
+``invalid_brackets`` a contract's tier table is inconsistent (gaps, overlaps, ...)
+
+Ticks are the hot path and are validated by hand; the other records go through pydantic
+models (the boundary where their schema lives). Decimal quantities may be JSON strings (exact)
+or numbers (taken as their shortest round-trip decimal). Unknown extra fields are ignored, so
+producers can add fields without breaking older monitors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+)
+
+from monitor.contracts import Tier, make_contract
+from monitor.errors import MalformedRecord, TierTableError
+from monitor.records import (
+    BalanceRecord,
+    ContractRecord,
+    MarginRecord,
+    PositionRecord,
+    Record,
+    TickRecord,
+    decimal_of_float,
+)
+
+MAX_LINE_BYTES = 1 << 20
+"""Longer lines are rejected unparsed (a tier table is a few KiB; nothing needs a megabyte)."""
+
+
+MAX_MAGNITUDE = 1e30
+"""Numbers (and marks) beyond this are refused: no real quantity comes near it, and products of
+such values would overflow the float hot path."""
+_MAX_MAGNITUDE_EXACT = Decimal("1e30")
+_MAX_DIGITS_TEXT = 64
+
+
+def to_decimal(value: object) -> Decimal:
+    """A finite decimal from a JSON string or number; anything else is a ``ValueError``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a decimal number, got a boolean")
+    if isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        number = decimal_of_float(value)
+    elif isinstance(value, str):
+        if len(value) > _MAX_DIGITS_TEXT:
+            raise ValueError(f"a number of more than {_MAX_DIGITS_TEXT} characters")
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{value[:40]!r} is not a decimal number") from None
+        if not number.is_finite():
+            raise ValueError("expected a finite number")
+    else:
+        raise ValueError(
+            f"expected a decimal number (string or number), got {type(value).__name__}"
+        )
+    if abs(number) >= _MAX_MAGNITUDE_EXACT:
+        raise ValueError(f"{value!r} is out of range (|x| < 1e30)")
+    return number
+
+
+ExactDecimal = Annotated[
+    Decimal,
+    PlainValidator(to_decimal),
+    WithJsonSchema({"type": ["string", "number"], "description": "decimal (string preferred)"}),
+]
+MAX_TS = (1 << 63) - 1
+Timestamp = Annotated[
+    StrictInt, Field(ge=0, le=MAX_TS, description="exchange time, ms since the epoch")
+]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class BracketIn(_Model):
+    floor: ExactDecimal
+    cap: ExactDecimal
+    mmr: ExactDecimal
+    cum: ExactDecimal
+
+
+class ContractIn(_Model):
+    type: Literal["contract"]
+    symbol: Name
+    kind: Literal["linear", "inverse"]
+    margin_asset: Name
+    contract_size: ExactDecimal
+    brackets: list[BracketIn] = Field(min_length=1, max_length=100)
+
+
+class BalanceIn(_Model):
+    type: Literal["balance"]
+    ts: Timestamp
+    account: Name
+    asset: Name
+    wallet: ExactDecimal
+
+
+class PositionIn(_Model):
+    type: Literal["position"]
+    ts: Timestamp
+    account: Name
+    symbol: Name
+    side: Literal["both", "long", "short"]
+    mode: Literal["isolated", "cross"]
+    qty: ExactDecimal
+    entry: ExactDecimal
+    leverage: ExactDecimal
+    isolated_wallet: ExactDecimal | None = None
+
+
+class MarginIn(_Model):
+    type: Literal["margin"]
+    ts: Timestamp
+    account: Name
+    symbol: Name
+    side: Literal["both", "long", "short"]
+    delta: ExactDecimal
+
+
+def _malformed(error: ValidationError) -> MalformedRecord:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    if first["type"] == "missing":
+        return MalformedRecord("missing_field", f"{where} is required")
+    message = first["msg"].removeprefix("Value error, ")
+    return MalformedRecord("invalid_field", f"{where}: {message}")
+
+
+def _positive(name: str, value: Decimal) -> None:
+    if value <= 0:
+        raise MalformedRecord("invalid_field", f"{name} must be positive, got {value}")
+
+
+def parse_contract(obj: dict[str, Any]) -> ContractRecord:
+    try:
+        spec = ContractIn.model_validate(obj)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+    tiers = [Tier(b.floor, b.cap, b.mmr, b.cum) for b in spec.brackets]
+    try:
+        contract = make_contract(
+            spec.symbol, spec.kind, spec.margin_asset, spec.contract_size, tiers
+        )
+    except TierTableError as exc:
+        raise MalformedRecord("invalid_brackets", str(exc)) from None
+    return ContractRecord(contract)
+
+
+def parse_balance(obj: dict[str, Any]) -> BalanceRecord:
+    try:
+        spec = BalanceIn.model_validate(obj)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+    return BalanceRecord(spec.ts, spec.account, spec.asset, spec.wallet)
+
+
+def parse_position(obj: dict[str, Any]) -> PositionRecord:
+    try:
+        spec = PositionIn.model_validate(obj)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+    _positive("entry", spec.entry)
+    _positive("leverage", spec.leverage)
+    wallet = spec.isolated_wallet if spec.mode == "isolated" else None
+    if wallet is not None and wallet < 0:
+        raise MalformedRecord("invalid_field", f"isolated_wallet must not be negative: {wallet}")
+    if spec.mode == "isolated" and wallet is None and spec.qty != 0:
+        raise MalformedRecord("missing_field", "isolated_wallet is required for isolated positions")
+    return PositionRecord(
+        spec.ts,
+        spec.account,
+        spec.symbol,
+        spec.side,
+        spec.mode,
+        spec.qty,
+        spec.entry,
+        spec.leverage,
+        wallet,
+    )
+
+
+def parse_margin(obj: dict[str, Any]) -> MarginRecord:
+    try:
+        spec = MarginIn.model_validate(obj)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+    return MarginRecord(spec.ts, spec.account, spec.symbol, spec.side, spec.delta)
+
+
+def parse_tick(obj: dict[str, Any]) -> TickRecord:
+    """Validate a tick by hand (no model per tick: this is the hot path)."""
+    try:
+        ts = obj["ts"]
+        symbol = obj["symbol"]
+        raw = obj["mark"]
+    except KeyError as exc:
+        raise MalformedRecord("missing_field", f"{exc.args[0]} is required") from None
+    if type(ts) is not int or not 0 <= ts <= MAX_TS:
+        raise MalformedRecord("invalid_field", f"ts must be a non-negative integer, got {ts!r}")
+    if type(symbol) is not str or not symbol or len(symbol) > 256:
+        raise MalformedRecord("invalid_field", "symbol must be a non-empty string")
+    mark = price_of(raw)
+    return TickRecord(ts, symbol, mark, raw)
+
+
+def price_of(raw: object) -> float:
+    """A mark price from a JSON string or number: finite, strictly positive, below 1e30."""
+    kind = type(raw)
+    try:
+        if kind is str:
+            if len(raw) > _MAX_DIGITS_TEXT:  # type: ignore[arg-type]
+                raise ValueError
+            mark = float(raw)  # type: ignore[arg-type]
+        elif kind is float or kind is int:
+            mark = float(raw)  # type: ignore[arg-type]
+        else:
+            raise MalformedRecord(
+                "invalid_price", f"mark must be a number or a string, got {kind.__name__}"
+            )
+    except (ValueError, OverflowError):
+        raise MalformedRecord("invalid_price", f"mark {str(raw)[:40]!r} is not a number") from None
+    if not 0.0 < mark < MAX_MAGNITUDE:
+        raise MalformedRecord("invalid_price", f"mark must be finite and positive: {raw!r}")
+    return mark
+
+
+_PARSERS = {
+    "tick": parse_tick,
+    "position": parse_position,
+    "balance": parse_balance,
+    "margin": parse_margin,
+    "contract": parse_contract,
+}
+
+
+def parse_object(obj: object) -> Record:
+    """A record from an already decoded JSON value."""
+    if type(obj) is not dict:
+        raise MalformedRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    parser = _PARSERS.get(obj.get("type"))  # type: ignore[arg-type]
+    if parser is None:
+        raise MalformedRecord("unknown_type", f"unknown record type {obj.get('type')!r}")
+    return parser(obj)  # type: ignore[return-value]
+
+
+def parse_line(line: str | bytes) -> Record:
+    """A record from one line of normalized JSON Lines."""
+    if len(line) > MAX_LINE_BYTES:
+        raise MalformedRecord("invalid_json", f"line longer than {MAX_LINE_BYTES} bytes")
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRecord("invalid_json", str(exc)[:120]) from None
+    return parse_object(obj)

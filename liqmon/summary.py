@@ -1,0 +1,86 @@
+"""What a replay did, counted, and its end-of-run report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+FIRST_LINES_KEPT = 5
+
+
+@dataclass
+class ReplayStats:
+    """Counters of one replay. ``rejected`` counts malformed lines and records the engine refused
+    to apply; ``dropped`` counts valid ticks ignored by rule (stale, unknown symbol)."""
+
+    source: str = ""
+    lines: int = 0
+    records: Counter[str] = field(default_factory=Counter)
+    ticks_applied: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    rejected_lines: dict[str, list[int]] = field(default_factory=dict)
+    events: Counter[str] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    failure: str | None = None
+
+    def reject(self, reason: str, line: int) -> None:
+        self.rejected[reason] += 1
+        kept = self.rejected_lines.setdefault(reason, [])
+        if len(kept) < FIRST_LINES_KEPT:
+            kept.append(line)
+
+    @property
+    def total_records(self) -> int:
+        return sum(self.records.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "lines": self.lines,
+            "records": dict(self.records),
+            "ticks_applied": self.ticks_applied,
+            "dropped": dict(self.dropped),
+            "rejected": dict(self.rejected),
+            "rejected_first_lines": self.rejected_lines,
+            "events": dict(self.events),
+            "warnings": self.warnings,
+            "elapsed_s": round(self.elapsed, 6),
+            "failure": self.failure,
+        }
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counter.items()))
+
+
+def render(stats: ReplayStats) -> str:
+    """The end-of-run summary, for humans."""
+    lines = [f"liqmon replay: {stats.source}"]
+    by_type = _counts(stats.records)
+    lines.append(f"  records     {stats.total_records:,}" + (f" ({by_type})" if by_type else ""))
+    dropped = sum(stats.dropped.values())
+    lines.append(
+        f"  ticks       {stats.ticks_applied:,} applied, {dropped:,} dropped"
+        + (f" ({_counts(stats.dropped)})" if dropped else "")
+    )
+    rejected = sum(stats.rejected.values())
+    if rejected:
+        lines.append(f"  rejected    {rejected:,}")
+        for reason, count in sorted(stats.rejected.items()):
+            first = ", ".join(str(n) for n in stats.rejected_lines.get(reason, []))
+            more = " ..." if count > len(stats.rejected_lines.get(reason, [])) else ""
+            lines.append(f"              {reason} {count:,}: line {first}{more}")
+    else:
+        lines.append("  rejected    0")
+    events = sum(stats.events.values())
+    lines.append(f"  events      {events:,}" + (f" ({_counts(stats.events)})" if events else ""))
+    lines.extend(f"  warning     {warning}" for warning in stats.warnings)
+    rate = stats.lines / stats.elapsed if stats.elapsed > 0 else 0.0
+    lines.append(
+        f"  throughput  {stats.lines:,} lines in {stats.elapsed:.3f} s ({rate:,.0f} lines/s)"
+    )
+    if stats.failure:
+        lines.append(f"  FAILED      {stats.failure}")
+    return "\n".join(lines)

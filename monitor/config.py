@@ -1,0 +1,88 @@
+"""Engine settings: alert levels, hysteresis and the liquidation policy (interfaces §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from itertools import pairwise
+from typing import Literal
+
+from monitor.errors import ConfigError
+
+Policy = Literal["close", "hold"]
+
+DEFAULT_LEVELS = (Decimal("0.7"), Decimal("0.8"), Decimal("0.9"))
+DEFAULT_HYSTERESIS = Decimal("0.05")
+
+
+def _decimal(name: str, value: object) -> Decimal:
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a number") from None
+    if not number.is_finite():
+        raise ConfigError(f"{name}: {value!r} is not a finite number")
+    return number
+
+
+def parse_levels(text: str) -> tuple[Decimal, ...]:
+    """Parse ``"0.7,0.8,0.9"`` into validated levels."""
+    parts = [p for p in (s.strip() for s in text.split(",")) if p]
+    return tuple(_decimal("levels", p) for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Validated engine settings. Levels are margin ratios (MM / margin balance)."""
+
+    levels: tuple[Decimal, ...] = DEFAULT_LEVELS
+    hysteresis: Decimal = DEFAULT_HYSTERESIS
+    policy: Policy = "close"
+    levels_f: tuple[float, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        levels = tuple(_decimal("levels", v) for v in self.levels)
+        if not levels:
+            raise ConfigError("levels: at least one level is needed")
+        if any(not (Decimal(0) < v < Decimal(1)) for v in levels):
+            raise ConfigError(
+                "levels: every level must lie strictly between 0 and 1 "
+                "(a margin ratio of 1 is liquidation)"
+            )
+        if any(b <= a for a, b in pairwise(levels)):
+            raise ConfigError("levels: levels must be strictly increasing, e.g. 0.7,0.8,0.9")
+        hysteresis = _decimal("hysteresis", self.hysteresis)
+        if hysteresis < 0:
+            raise ConfigError("hysteresis: must be zero or positive")
+        if self.policy not in ("close", "hold"):
+            raise ConfigError(f"policy: must be 'close' or 'hold', not {self.policy!r}")
+        object.__setattr__(self, "levels", levels)
+        object.__setattr__(self, "hysteresis", hysteresis)
+        object.__setattr__(self, "levels_f", tuple(float(v) for v in levels))
+
+    @classmethod
+    def from_values(
+        cls,
+        levels: Iterable[object] | str | None = None,
+        hysteresis: object | None = None,
+        policy: str | None = None,
+    ) -> EngineConfig:
+        """Build from loosely typed values (command line, config file)."""
+        if isinstance(levels, str):
+            level_values = parse_levels(levels)
+        elif levels is None:
+            level_values = DEFAULT_LEVELS
+        else:
+            level_values = tuple(_decimal("levels", v) for v in levels)
+        return cls(
+            levels=level_values,
+            hysteresis=DEFAULT_HYSTERESIS
+            if hysteresis is None
+            else _decimal("hysteresis", hysteresis),
+            policy=policy or "close",  # type: ignore[arg-type]
+        )
+
+    def rearm_threshold(self, level_index: int) -> Decimal:
+        """``h − hysteresis`` for the level at ``level_index``."""
+        return self.levels[level_index] - self.hysteresis

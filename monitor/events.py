@@ -1,0 +1,181 @@
+"""Domain events the engine emits (interfaces §4), as immutable past-tense facts.
+
+Every event names the entity it is about: ``scope`` is ``isolated`` (one position, keyed by
+account, symbol and side) or ``cross`` (all cross positions of an account in one margin asset).
+``ts`` is the exchange time (ms) of the record that caused the event. ``id`` is stable: the same
+input gives the same ids (see :func:`event_id`).
+
+:func:`to_payload` gives the wire form shared by the JSON Lines sink and MQTT; the payload keys
+and the ``event`` names are part of the public contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Scope = Literal["isolated", "cross"]
+
+EVENT_KINDS = ("margin_warning", "margin_recovered", "liquidation")
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRef:
+    """Identifies an entity: ``symbol``/``side`` are set for isolated entities only."""
+
+    account: str
+    scope: Scope
+    asset: str
+    symbol: str | None = None
+    side: str | None = None
+
+    @property
+    def sort_key(self) -> tuple[str, int, str, str, str]:
+        """Canonical order of entities (events caused by one record are emitted in it)."""
+        return (
+            self.account,
+            0 if self.scope == "cross" else 1,
+            self.asset,
+            self.symbol or "",
+            self.side or "",
+        )
+
+    def label(self) -> str:
+        if self.scope == "cross":
+            return f"{self.account} cross {self.asset}"
+        return f"{self.account} {self.symbol} {self.side} isolated"
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """A position as published in an event, valued at ``mark``."""
+
+    symbol: str
+    side: str
+    qty: float
+    entry: float
+    mark: float
+    liquidation_price: float | None
+    bankruptcy_price: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MarginWarningRaised:
+    """The margin ratio reached ``level`` (the highest configured level at or below it)."""
+
+    id: str
+    ts: int
+    entity: EntityRef
+    level: float
+    margin_ratio: float | None
+    margin_balance: float
+    maintenance_margin: float
+    liquidation_price: float | None
+    positions: tuple[PositionView, ...]
+
+    kind = "margin_warning"
+
+
+@dataclass(frozen=True, slots=True)
+class MarginRecovered:
+    """The margin ratio fell below the lowest level minus the hysteresis."""
+
+    id: str
+    ts: int
+    entity: EntityRef
+    margin_ratio: float | None
+    margin_balance: float
+    maintenance_margin: float
+
+    kind = "margin_recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidationTriggered:
+    """Margin balance fell to or below maintenance margin.
+
+    ``loss`` is what the owner loses (the isolated wallet, or the whole cross wallet of the
+    asset); ``shortfall = max(0, −margin balance)`` is what an insurance fund would cover.
+    """
+
+    id: str
+    ts: int
+    entity: EntityRef
+    margin_ratio: float | None
+    margin_balance: float
+    maintenance_margin: float
+    loss: float
+    shortfall: float
+    positions: tuple[PositionView, ...]
+
+    kind = "liquidation"
+
+
+EngineEvent = MarginWarningRaised | MarginRecovered | LiquidationTriggered
+
+
+def event_id(kind: str, entity: EntityRef, ts: int, sequence: int) -> str:
+    """A stable, unique id: a hash of what the event is about and its place in the stream.
+
+    ``sequence`` is the engine's running count of events, so two otherwise identical events
+    (same entity, kind and ``ts``) still differ, and replaying the same input gives the same ids.
+    """
+    text = "|".join(
+        (
+            kind,
+            entity.account,
+            entity.scope,
+            entity.asset,
+            entity.symbol or "",
+            entity.side or "",
+            str(ts),
+            str(sequence),
+        )
+    )
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def _positions_payload(positions: tuple[PositionView, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "symbol": p.symbol,
+            "side": p.side,
+            "qty": p.qty,
+            "entry": p.entry,
+            "mark": p.mark,
+            "liquidation_price": p.liquidation_price,
+            "bankruptcy_price": p.bankruptcy_price,
+        }
+        for p in positions
+    ]
+
+
+def to_payload(event: EngineEvent) -> dict[str, Any]:
+    """The event's wire form (interfaces §4): a JSON-ready dict with numbers as numbers."""
+    entity = event.entity
+    payload: dict[str, Any] = {
+        "event": event.kind,
+        "id": event.id,
+        "ts": event.ts,
+        "account": entity.account,
+        "scope": entity.scope,
+        "asset": entity.asset,
+    }
+    if entity.scope == "isolated":
+        payload["symbol"] = entity.symbol
+        payload["side"] = entity.side
+    if isinstance(event, MarginWarningRaised):
+        payload["level"] = event.level
+    payload["margin_ratio"] = event.margin_ratio
+    payload["margin_balance"] = event.margin_balance
+    payload["maintenance_margin"] = event.maintenance_margin
+    if isinstance(event, MarginWarningRaised):
+        if entity.scope == "isolated":
+            payload["liquidation_price"] = event.liquidation_price
+        payload["positions"] = _positions_payload(event.positions)
+    elif isinstance(event, LiquidationTriggered):
+        payload["loss"] = event.loss
+        payload["shortfall"] = event.shortfall
+        payload["positions"] = _positions_payload(event.positions)
+    return payload

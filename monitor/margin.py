@@ -1,0 +1,212 @@
+"""Margin math for one position and for the legs of one symbol (Binance USDⓈ-M / COIN-M).
+
+Notation (``shared/spec/margin.md``): ``s`` is +1 long / −1 short, ``q`` the absolute size (base
+units for linear, contracts for inverse), ``CS`` the contract size, ``EP`` the entry price, ``P``
+the mark price. ``qcs = q * CS``.
+
+========================  ==========================  ==============================
+per position              linear                      inverse
+========================  ==========================  ==============================
+notional ``N(P)``         ``qcs * P``                 ``qcs / P``
+unrealized PnL            ``s * qcs * (P - EP)``      ``s * qcs * (1/EP - 1/P)``
+maintenance margin        ``N * mmr - cum``           ``N * mmr - cum``
+========================  ==========================  ==============================
+
+``(mmr, cum)`` come from the tier that holds ``N`` at the mark.
+
+Two arithmetics live side by side. The float functions serve the hot path; the ``*_exact``
+functions recompute the same quantities with ``Decimal`` at 60 significant digits, which is
+exact for linear contracts and exact to far below 1e-40 for inverse ones. The engine uses the
+exact path for every decision that falls within float error of a threshold and for every
+number it publishes in an event.
+
+Prices that solve an equation (liquidation and bankruptcy prices) are found piece by piece:
+along the price axis each leg's tier is constant between tier floors, so on every piece the
+entity's ``margin balance − maintenance`` is ``a + b·P`` (linear) or ``a + c/P`` (inverse); the
+root of each piece is kept only if it lies inside that piece, which is what "the tier must be
+the one that holds the notional at LP" means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Context, Decimal
+from itertools import pairwise
+
+from monitor.contracts import Contract
+
+EXACT = Context(prec=60)
+"""The context every exact computation runs in."""
+
+INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One open position as the math sees it (immutable; replaced on every update).
+
+    ``qty`` is signed. The float fields are derived once, at construction, for the hot path.
+    """
+
+    qty: Decimal
+    entry: Decimal
+    contract: Contract
+    sign: int
+    qcs: float
+    entry_f: float
+    inv_entry_f: float
+
+    @classmethod
+    def of(cls, qty: Decimal, entry: Decimal, contract: Contract) -> Leg:
+        size = abs(qty)
+        entry_f = float(entry)
+        return cls(
+            qty=qty,
+            entry=entry,
+            contract=contract,
+            sign=1 if qty > 0 else -1,
+            qcs=float(size * contract.contract_size),
+            entry_f=entry_f,
+            inv_entry_f=1.0 / entry_f,
+        )
+
+    def with_contract(self, contract: Contract) -> Leg:
+        return Leg.of(self.qty, self.entry, contract)
+
+    @property
+    def qcs_exact(self) -> Decimal:
+        return EXACT.multiply(abs(self.qty), self.contract.contract_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per position, float
+
+
+def notional(leg: Leg, price: float) -> float:
+    """``N = qcs·P`` (linear) or ``qcs/P`` (inverse), in the margin asset."""
+    return leg.qcs / price if leg.contract.is_inverse else leg.qcs * price
+
+
+def unrealized_pnl(leg: Leg, price: float) -> float:
+    """``s·qcs·(P − EP)`` (linear) or ``s·qcs·(1/EP − 1/P)`` (inverse)."""
+    if leg.contract.is_inverse:
+        return leg.sign * leg.qcs * (leg.inv_entry_f - 1.0 / price)
+    return leg.sign * leg.qcs * (price - leg.entry_f)
+
+
+def maintenance_margin(leg: Leg, price: float) -> float:
+    """``N·mmr − cum`` with the tier that holds ``N`` at ``price``."""
+    contract = leg.contract
+    n = leg.qcs / price if contract.is_inverse else leg.qcs * price
+    t = contract.tier_index(n)
+    return n * contract.mmr_f[t] - contract.cum_f[t]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per position, exact
+
+
+def notional_exact(leg: Leg, price: Decimal) -> Decimal:
+    qcs = leg.qcs_exact
+    return EXACT.divide(qcs, price) if leg.contract.is_inverse else EXACT.multiply(qcs, price)
+
+
+def unrealized_pnl_exact(leg: Leg, price: Decimal) -> Decimal:
+    qcs = leg.qcs_exact
+    if leg.contract.is_inverse:
+        diff = EXACT.subtract(EXACT.divide(1, leg.entry), EXACT.divide(1, price))
+    else:
+        diff = EXACT.subtract(price, leg.entry)
+    value = EXACT.multiply(qcs, diff)
+    return value if leg.sign > 0 else -value
+
+
+def maintenance_margin_exact(leg: Leg, price: Decimal) -> Decimal:
+    n = notional_exact(leg, price)
+    tier = leg.contract.tiers[leg.contract.tier_index_exact(n)]
+    return EXACT.subtract(EXACT.multiply(n, tier.mmr), tier.cum)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices that solve an equation for the legs of one symbol
+
+
+def _breakpoints(legs: Sequence[Leg]) -> list[float]:
+    """Prices where some leg changes tier (tier floors mapped onto the price axis)."""
+    points: set[float] = set()
+    for leg in legs:
+        for floor in leg.contract.floors_f[1:]:
+            points.add(leg.qcs / floor if leg.contract.is_inverse else floor / leg.qcs)
+    return sorted(p for p in points if 0.0 < p < INF)
+
+
+def _piece_coefficients(
+    legs: Sequence[Leg], price: float, with_maintenance: bool
+) -> tuple[float, float, float]:
+    """``(a, b, c)`` of ``Σ legs (uPnL − MM) = a + b·P + c/P`` on the piece holding ``price``."""
+    a = b = c = 0.0
+    for leg in legs:
+        s, qcs = leg.sign, leg.qcs
+        contract = leg.contract
+        if with_maintenance:
+            t = contract.tier_index(qcs / price if contract.is_inverse else qcs * price)
+            mmr, cum = contract.mmr_f[t], contract.cum_f[t]
+        else:
+            mmr = cum = 0.0
+        if contract.is_inverse:
+            # s·qcs/EP − s·qcs/P − (mmr·qcs/P − cum)
+            a += s * qcs * leg.inv_entry_f + cum
+            c -= s * qcs + mmr * qcs
+        else:
+            # s·qcs·P − s·qcs·EP − (mmr·qcs·P − cum)
+            a += cum - s * qcs * leg.entry_f
+            b += s * qcs - mmr * qcs
+    return a, b, c
+
+
+def solve_price(
+    legs: Sequence[Leg],
+    constant: float,
+    reference: float,
+    *,
+    with_maintenance: bool = True,
+) -> float | None:
+    """The mark of this symbol at which ``constant + Σ legs (uPnL − MM) = 0``.
+
+    ``constant`` carries everything else of the entity, held fixed: the wallet plus the other
+    symbols' ``uPnL − MM`` (so with ``with_maintenance`` this is the liquidation price, where
+    margin balance = maintenance margin, and without it the bankruptcy price, where margin
+    balance = 0). All legs of the symbol move together (hedge mode).
+
+    In closed form for one linear leg this is Binance's
+    ``LP = (WB − TMM1 + UPNL1 + cum − s·q·EP) / (q·mmr − s·q)`` and for one inverse leg
+    ``LP = q·(mmr + s) / ((WB − TMM1 + UPNL1 + cum)/CS + s·q/EP)``.
+
+    Every tier combination is tried and only self-consistent roots are kept. When more than one
+    exists (possible only for hedged legs, whose net slope can change sign between tiers) the
+    one nearest ``reference`` (the current mark) is returned: that is the price the market meets
+    first. Returns ``None`` when there is no positive solution.
+    """
+    if not legs:
+        return None
+    edges = [0.0, *_breakpoints(legs), INF] if with_maintenance else [0.0, INF]
+    best: float | None = None
+    for lo, hi in pairwise(edges):
+        probe = (lo + hi) / 2.0 if hi < INF else (lo * 2.0 if lo > 0.0 else 1.0)
+        a, b, c = _piece_coefficients(legs, probe, with_maintenance)
+        a += constant
+        root: float | None = None
+        if b != 0.0:
+            root = -a / b
+        elif c != 0.0 and a != 0.0:
+            root = -c / a
+        if root is None or not root > 0.0 or root == INF:
+            continue
+        slack = 1e-12 * root
+        if lo - slack <= root <= hi + slack and (
+            best is None or abs(root - reference) < abs(best - reference)
+        ):
+            best = root
+    return best

@@ -35,14 +35,21 @@ def _num(value: float | None, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _price(value: float | None) -> str:
+    """Prices keep six significant digits (XRP at 1.20932, BTC at 61,800.3)."""
+    if value is None:
+        return "—"
+    return f"{value:,.2f}" if abs(value) >= 100_000 else f"{value:,.6g}"
+
+
 def _ratio(value: float | None) -> str:
     return "n/a (MB≤0)" if value is None else f"{value * 100:.1f}%"
 
 
 def _position(p: PositionView) -> str:
     return (
-        f"{p.symbol} {p.side} {p.qty:g} @ {_num(p.entry)} mark {_num(p.mark)} "
-        f"liq {_num(p.liquidation_price)} bkr {_num(p.bankruptcy_price)}"
+        f"{p.symbol} {p.side} {p.qty:g} @ {_price(p.entry)} mark {_price(p.mark)} "
+        f"liq {_price(p.liquidation_price)} bkr {_price(p.bankruptcy_price)}"
     )
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: seeded workloads, the naive baseline engine, and the timing scripts."""

@@ -22,3 +22,21 @@ class NaiveEngine(Engine):
 
     def _index(self, entity: Entity, valuation: _Valuation) -> None:
         return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.naive replay FILE ...``: the ``liqmon`` command line on this engine."""
+    from liqmon import cli
+
+    original = cli.Engine
+    cli.Engine = NaiveEngine  # type: ignore[misc]
+    try:
+        return cli.main(argv)
+    finally:
+        cli.Engine = original  # type: ignore[misc]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

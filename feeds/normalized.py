@@ -3,7 +3,7 @@
 Pure: text in, :mod:`monitor.records` out, or :class:`~monitor.errors.MalformedRecord` with a
 stable ``reason``:
 
-``invalid_json``     the line is not JSON (or not UTF-8)
+``invalid_json``     the line is not strict JSON (or not UTF-8, or over 1 MiB)
 ``not_an_object``    the JSON value is not an object
 ``unknown_type``     ``type`` is missing or not one of contract/balance/position/margin/tick
 ``missing_field``    a required field is absent
@@ -20,11 +20,11 @@ producers can add fields without breaking older monitors.
 
 from __future__ import annotations
 
-import json
 import math
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -218,8 +218,12 @@ def parse_margin(obj: dict[str, Any]) -> MarginRecord:
     return MarginRecord(spec.ts, spec.account, spec.symbol, spec.side, spec.delta)
 
 
-def parse_tick(obj: dict[str, Any]) -> TickRecord:
-    """Validate a tick by hand (no model per tick: this is the hot path)."""
+def tick_fields(obj: dict[str, Any]) -> tuple[str, float, str | float, int]:
+    """``(symbol, mark, mark_text, ts)`` of a tick object, validated by hand.
+
+    This is the hot path: no model, no record object; :meth:`Engine.apply_tick` takes the
+    tuple as it is.
+    """
     try:
         ts = obj["ts"]
         symbol = obj["symbol"]
@@ -230,7 +234,12 @@ def parse_tick(obj: dict[str, Any]) -> TickRecord:
         raise MalformedRecord("invalid_field", f"ts must be a non-negative integer, got {ts!r}")
     if type(symbol) is not str or not symbol or len(symbol) > 256:
         raise MalformedRecord("invalid_field", "symbol must be a non-empty string")
-    mark = price_of(raw)
+    return symbol, price_of(raw), raw, ts
+
+
+def parse_tick(obj: dict[str, Any]) -> TickRecord:
+    """A validated :class:`TickRecord` (see :func:`tick_fields`)."""
+    symbol, mark, raw, ts = tick_fields(obj)
     return TickRecord(ts, symbol, mark, raw)
 
 
@@ -276,10 +285,14 @@ def parse_object(obj: object) -> Record:
 
 def parse_line(line: str | bytes) -> Record:
     """A record from one line of normalized JSON Lines."""
+    return parse_object(decode(line))
+
+
+def decode(line: str | bytes) -> object:
+    """The JSON value of one line (orjson: strict JSON, so ``NaN`` literals are invalid JSON)."""
     if len(line) > MAX_LINE_BYTES:
         raise MalformedRecord("invalid_json", f"line longer than {MAX_LINE_BYTES} bytes")
     try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
         raise MalformedRecord("invalid_json", str(exc)[:120]) from None
-    return parse_object(obj)

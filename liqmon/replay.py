@@ -9,7 +9,6 @@ the first few of each reason individually, then only in the summary.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections import Counter
@@ -20,10 +19,10 @@ import structlog
 
 from alerts.sink import EventSink
 from feeds.files import UnreadableFile, line_batches
-from feeds.normalized import MAX_LINE_BYTES, parse_object, parse_tick
+from feeds.normalized import decode, parse_object, tick_fields
 from liqmon.summary import ReplayStats
 from monitor.engine import Engine
-from monitor.errors import MalformedRecord, RecordRefused, TickDropped
+from monitor.errors import RecordRefused, TickDropped
 from monitor.records import ContractRecord, TickRecord
 
 LOGGED_PER_REASON = 10
@@ -117,7 +116,6 @@ async def replay_file(
     pacer = Pacer(speed) if speed else None
     apply_tick = engine.apply_tick
     apply = engine.apply
-    loads = json.loads
     records = stats.records
     events_by_kind = stats.events
     started = time.perf_counter()
@@ -126,18 +124,13 @@ async def replay_file(
             for number, line in batch:
                 stats.lines += 1
                 try:
-                    if len(line) > MAX_LINE_BYTES:
-                        raise MalformedRecord("invalid_json", f"line over {MAX_LINE_BYTES} bytes")
-                    try:
-                        obj = loads(line)
-                    except (ValueError, UnicodeDecodeError) as exc:
-                        raise MalformedRecord("invalid_json", str(exc)[:120]) from None
+                    obj = decode(line)
                     if type(obj) is dict and obj.get("type") == "tick":
-                        tick = parse_tick(obj)
+                        symbol, mark, text, ts = tick_fields(obj)
                         records["tick"] += 1
                         if pacer is not None:
-                            await _pace(pacer, tick.ts)
-                        events = apply_tick(tick.symbol, tick.mark, tick.mark_text, tick.ts)
+                            await _pace(pacer, ts)
+                        events = apply_tick(symbol, mark, text, ts)
                         stats.ticks_applied += 1
                     else:
                         record = parse_object(obj)

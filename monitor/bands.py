@@ -24,8 +24,9 @@ change the entity's state; a tick outside only means "re-evaluate".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from monitor.margin import INF, Leg
 
@@ -46,8 +47,7 @@ class Threshold:
     rising: bool
 
 
-@dataclass(frozen=True, slots=True)
-class SymbolResponse:
+class SymbolResponse(NamedTuple):
     """How the entity's terms in one symbol respond to that symbol's mark near ``price``."""
 
     symbol: str
@@ -58,20 +58,8 @@ class SymbolResponse:
     size_weight: float  # Σ s·qcs over the legs
     inverse: bool
 
-    def slope(self, threshold: Threshold) -> float:
-        """``b`` (linear) or ``c`` (inverse) of ``φ`` for this threshold on the piece."""
-        if self.inverse:
-            return threshold.alpha * self.mm_weight + threshold.beta * self.size_weight
-        return threshold.alpha * self.mm_weight - threshold.beta * self.size_weight
 
-    def sensitivity(self, coefficient: float) -> float:
-        """``|dφ/dP|·P`` at the current price."""
-        if self.inverse:
-            return abs(coefficient) / self.price
-        return abs(coefficient) * self.price
-
-
-def respond(symbol: str, legs: Sequence[Leg], price: float) -> SymbolResponse:
+def respond(symbol: str, legs: Iterable[Leg], price: float) -> SymbolResponse:
     """The tier piece around ``price`` and the weights of the legs' terms on it."""
     lo, hi = 0.0, INF
     mm_weight = size_weight = 0.0
@@ -98,13 +86,26 @@ def respond(symbol: str, legs: Sequence[Leg], price: float) -> SymbolResponse:
     return SymbolResponse(symbol, price, lo, hi, mm_weight, size_weight, inverse)
 
 
-def _budget_edge(response: SymbolResponse, coefficient: float, change: float) -> float:
+def _slope(r: SymbolResponse, threshold: Threshold) -> float:
+    """``b`` (linear) or ``c`` (inverse) of ``φ = α·MM − β·uPnL`` on the piece."""
+    if r.inverse:
+        return threshold.alpha * r.mm_weight + threshold.beta * r.size_weight
+    return threshold.alpha * r.mm_weight - threshold.beta * r.size_weight
+
+
+def _budget_edge(r: SymbolResponse, slope: float, change: float) -> float:
     """The price at which ``φ`` has moved by ``change`` from its value at the current price."""
-    p0 = response.price
-    if response.inverse:
-        inv = 1.0 / p0 + change / coefficient
+    if r.inverse:
+        inv = 1.0 / r.price + change / slope
         return 1.0 / inv if inv > 0.0 else INF
-    return p0 + change / coefficient
+    return r.price + change / slope
+
+
+def _shrunk(p0: float, lo: float, hi: float) -> tuple[float, float]:
+    guard = p0 * ULP_GUARD
+    lo = min(p0, lo + (p0 - lo) * SHRINK + guard) if lo > 0.0 else 0.0
+    hi = max(p0, hi - (hi - p0) * SHRINK - guard) if hi < INF else INF
+    return lo, hi
 
 
 def bands(
@@ -114,14 +115,17 @@ def bands(
     """``(symbol, lo, hi)`` per marked symbol: the entity cannot change state while every mark
     stays within its band. ``thresholds`` pairs each function with its current slack (already
     reduced by the float tolerance; ``<= 0`` pins the band to the current price)."""
+    if len(responses) == 1:
+        return [_single_band(responses[0], thresholds)]
     edges = {r.symbol: [r.lo, r.hi] for r in responses}
     for threshold, slack in thresholds:
         if slack <= 0.0:
-            for r in responses:
-                edges[r.symbol] = [r.price, r.price]
-            break
-        slopes = [r.slope(threshold) for r in responses]
-        sensitivities = [r.sensitivity(s) for r, s in zip(responses, slopes, strict=True)]
+            return [(r.symbol, r.price, r.price) for r in responses]
+        slopes = [_slope(r, threshold) for r in responses]
+        sensitivities = [
+            abs(slope) / r.price if r.inverse else abs(slope) * r.price
+            for r, slope in zip(responses, slopes, strict=True)
+        ]
         total = sum(sensitivities)
         if total == 0.0:
             continue
@@ -135,12 +139,23 @@ def bands(
                 bounds[1] = min(bounds[1], edge)
             else:
                 bounds[0] = max(bounds[0], edge)
-    result: list[tuple[str, float, float]] = []
-    for r in responses:
-        lo, hi = edges[r.symbol]
-        p0 = r.price
-        guard = p0 * ULP_GUARD
-        lo = min(p0, lo + (p0 - lo) * SHRINK + guard) if lo > 0.0 else 0.0
-        hi = max(p0, hi - (hi - p0) * SHRINK - guard) if hi < INF else INF
-        result.append((r.symbol, lo, hi))
-    return result
+    return [(r.symbol, *_shrunk(r.price, *edges[r.symbol])) for r in responses]
+
+
+def _single_band(
+    r: SymbolResponse, thresholds: Sequence[tuple[Threshold, float]]
+) -> tuple[str, float, float]:
+    """One symbol gets the whole slack: its band edges are the threshold prices themselves."""
+    lo, hi = r.lo, r.hi
+    for threshold, slack in thresholds:
+        if slack <= 0.0:
+            return r.symbol, r.price, r.price
+        slope = _slope(r, threshold)
+        if slope == 0.0:
+            continue
+        edge = _budget_edge(r, slope, slack if threshold.rising else -slack)
+        if edge > r.price:
+            hi = min(hi, edge)
+        else:
+            lo = max(lo, edge)
+    return (r.symbol, *_shrunk(r.price, lo, hi))

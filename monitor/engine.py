@@ -369,9 +369,9 @@ class Engine:
         entity.version += 1
         prices = self.prices
         responses = [
-            respond(symbol, [p.leg for p in slots.values()], prices[symbol])
+            respond(symbol, [p.leg for p in slots.values()], price)
             for symbol, slots in entity.exposures.items()
-            if symbol in prices
+            if (price := prices.get(symbol)) is not None
         ]
         if not responses:
             return

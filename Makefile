@@ -1,0 +1,25 @@
+# One front door for developers and CI. `make check` is what CI runs after installing.
+PY ?= .venv/bin/python
+
+.PHONY: venv lint typecheck test check bench demo
+
+venv:
+	python3 -m venv .venv && .venv/bin/pip install -e '.[test]'
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck:
+	$(PY) -m mypy
+
+test:
+	$(PY) -m pytest
+
+check: lint typecheck test
+
+bench:
+	$(PY) -m bench.run
+
+demo:
+	.venv/bin/liqmon demo

@@ -17,8 +17,8 @@ A symbol without a mark yet values each of its positions at that position's entr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from monitor.events import EntityRef
 from monitor.margin import (
@@ -35,8 +35,7 @@ FLOAT_TOLERANCE = 1e-12
 """Relative bound on the float error of a valuation: below it, decisions are made exactly."""
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """An open position in slot (account, symbol, side)."""
 
     account: str

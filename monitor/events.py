@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Scope = Literal["isolated", "cross"]
 
 EVENT_KINDS = ("margin_warning", "margin_recovered", "liquidation")
 
 
-@dataclass(frozen=True, slots=True)
-class EntityRef:
-    """Identifies an entity: ``symbol``/``side`` are set for isolated entities only."""
+class EntityRef(NamedTuple):
+    """Identifies an entity: ``symbol``/``side`` are set for isolated entities only.
+
+    A named tuple: entities are looked up by it on every account record, and tuples hash and
+    compare in C.
+    """
 
     account: str
     scope: Scope

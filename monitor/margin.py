@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Context, Decimal
+from typing import NamedTuple
 from itertools import pairwise
 
 from monitor.contracts import Contract
@@ -43,11 +43,11 @@ EXACT = Context(prec=60)
 INF = math.inf
 
 
-@dataclass(frozen=True, slots=True)
-class Leg:
+class Leg(NamedTuple):
     """One open position as the math sees it (immutable; replaced on every update).
 
-    ``qty`` is signed. The float fields are derived once, at construction, for the hot path.
+    ``qty`` is signed. The float fields are derived once, at construction, for the hot path
+    (``qcs`` is rounded once; the exact path recomputes ``|qty|·CS`` from the decimals).
     """
 
     qty: Decimal
@@ -60,16 +60,15 @@ class Leg:
 
     @classmethod
     def of(cls, qty: Decimal, entry: Decimal, contract: Contract) -> Leg:
-        size = abs(qty)
         entry_f = float(entry)
         return cls(
-            qty=qty,
-            entry=entry,
-            contract=contract,
-            sign=1 if qty > 0 else -1,
-            qcs=float(size * contract.contract_size),
-            entry_f=entry_f,
-            inv_entry_f=1.0 / entry_f,
+            qty,
+            entry,
+            contract,
+            1 if qty > 0 else -1,
+            abs(float(qty)) * contract.contract_size_f,
+            entry_f,
+            1.0 / entry_f,
         )
 
     def with_contract(self, contract: Contract) -> Leg:
@@ -120,7 +119,8 @@ def unrealized_pnl_exact(leg: Leg, price: Decimal) -> Decimal:
     else:
         diff = EXACT.subtract(price, leg.entry)
     value = EXACT.multiply(qcs, diff)
-    return value if leg.sign > 0 else -value
+    # EXACT.minus, not unary minus: ``-value`` would round to the default 28-digit context.
+    return value if leg.sign > 0 else EXACT.minus(value)
 
 
 def maintenance_margin_exact(leg: Leg, price: Decimal) -> Decimal:
@@ -184,19 +184,28 @@ def solve_price(
     ``LP = (WB − TMM1 + UPNL1 + cum − s·q·EP) / (q·mmr − s·q)`` and for one inverse leg
     ``LP = q·(mmr + s) / ((WB − TMM1 + UPNL1 + cum)/CS + s·q/EP)``.
 
-    Every tier combination is tried and only self-consistent roots are kept. When more than one
-    exists (possible only for hedged legs, whose net slope can change sign between tiers) the
-    one nearest ``reference`` (the current mark) is returned: that is the price the market meets
-    first. Returns ``None`` when there is no positive solution.
+    Every tier combination is tried and only self-consistent roots are kept. A tier floor where
+    the function jumps across zero (a table whose ``cum`` is not continuous, accepted with a
+    warning) is a solution too: the condition flips there. When more than one solution exists
+    (possible only for hedged legs, whose net slope can change sign between tiers, or at such
+    jumps) the one nearest ``reference`` (the current mark) is returned: that is the price the
+    market meets first. Returns ``None`` when there is no positive solution.
     """
     if not legs:
         return None
     edges = [0.0, *_breakpoints(legs), INF] if with_maintenance else [0.0, INF]
-    best: float | None = None
+    candidates: list[float] = []
+    left_value: float | None = None  # the previous piece's function at this piece's floor
     for lo, hi in pairwise(edges):
         probe = (lo + hi) / 2.0 if hi < INF else (lo * 2.0 if lo > 0.0 else 1.0)
         a, b, c = _piece_coefficients(legs, probe, with_maintenance)
         a += constant
+        if left_value is not None:
+            right_value = a + b * lo + c / lo
+            if (left_value < 0.0 < right_value) or (right_value < 0.0 < left_value):
+                candidates.append(lo)
+        if hi < INF:
+            left_value = a + b * hi + c / hi
         root: float | None = None
         if b != 0.0:
             root = -a / b
@@ -205,8 +214,8 @@ def solve_price(
         if root is None or not root > 0.0 or root == INF:
             continue
         slack = 1e-12 * root
-        if lo - slack <= root <= hi + slack and (
-            best is None or abs(root - reference) < abs(best - reference)
-        ):
-            best = root
-    return best
+        if lo - slack <= root <= hi + slack:
+            candidates.append(root)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda root: abs(root - reference))

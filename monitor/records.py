@@ -5,15 +5,16 @@ parsers for native feeds); the engine trusts their types and ranges. Quantities 
 ``Decimal`` values; a tick carries its mark as a float for the hot path plus the text it came
 from, so the exact value can be recovered on the rare occasions a decision needs it.
 
+Records are named tuples: immutable, and cheap to build (one per input line).
+
 Timestamps: ``ts`` is the exchange-side event time in integer milliseconds since the Unix epoch.
 Receive time, where a source has one, travels separately and never drives the engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from monitor.contracts import Contract
 
@@ -21,15 +22,13 @@ Side = Literal["both", "long", "short"]
 Mode = Literal["isolated", "cross"]
 
 
-@dataclass(frozen=True, slots=True)
-class ContractRecord:
+class ContractRecord(NamedTuple):
     """Defines (or re-tiers) an instrument."""
 
     contract: Contract
 
 
-@dataclass(frozen=True, slots=True)
-class BalanceRecord:
+class BalanceRecord(NamedTuple):
     """Sets an account's cross wallet balance in one margin asset."""
 
     ts: int
@@ -38,8 +37,7 @@ class BalanceRecord:
     wallet: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class PositionRecord:
+class PositionRecord(NamedTuple):
     """Upserts the position in slot (account, symbol, side); ``qty == 0`` closes it.
 
     ``qty`` is signed (+ long, − short); base units for linear contracts, contracts for inverse.
@@ -57,8 +55,7 @@ class PositionRecord:
     isolated_wallet: Decimal | None
 
 
-@dataclass(frozen=True, slots=True)
-class MarginRecord:
+class MarginRecord(NamedTuple):
     """Adds (+) or removes (−) isolated margin of an open isolated position."""
 
     ts: int
@@ -77,8 +74,7 @@ def decimal_of_float(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
-@dataclass(frozen=True, slots=True)
-class TickRecord:
+class TickRecord(NamedTuple):
     """A mark price. ``mark`` is the float used on the hot path; ``mark_text`` is the decimal
     text it came from, or the float itself when the source was a JSON number."""
 

@@ -1,4 +1,9 @@
-"""A readable, one-line-per-event rendering for terminals (colours when the stream is a TTY)."""
+"""A readable rendering of events for terminals (colours when the stream is a TTY).
+
+Each event is a headline (time in UTC, entity, what happened, the numbers); warnings and
+liquidations add one indented line with the positions and their liquidation and bankruptcy
+prices.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +26,9 @@ _COLOURS = {
 
 
 def format_time(ts_ms: int) -> str:
-    """``2021-11-15 06:00:00.000`` (UTC) for an exchange timestamp in milliseconds."""
-    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts_ms % 1000:03d}"
+    """``2021-11-15 06:00:00.000Z`` (UTC) for an exchange timestamp in milliseconds."""
+    moment = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -54,7 +59,7 @@ def _position(p: PositionView) -> str:
 
 
 def render(event: EngineEvent) -> str:
-    """One line describing the event for a human."""
+    """The event for a human: a headline, plus a positions line for warnings and liquidations."""
     head = f"{format_time(event.ts)}  {event.entity.label()}"
     asset = event.entity.asset
     if isinstance(event, MarginWarningRaised):
@@ -71,8 +76,8 @@ def render(event: EngineEvent) -> str:
         detail = ""
     else:
         body = (
-            f"LIQUIDATED  loss {_num(event.loss)} {asset}  shortfall {_num(event.shortfall)}  "
-            f"ratio {_ratio(event.margin_ratio)}"
+            f"LIQUIDATED  loss {_num(event.loss)} {asset}  "
+            f"shortfall {_num(event.shortfall)} {asset}  ratio {_ratio(event.margin_ratio)}"
         )
         detail = "; ".join(_position(p) for p in event.positions)
     return f"{head}  {body}" + (f"\n    {detail}" if detail else "")

@@ -25,12 +25,14 @@ discontinuous ``cum`` is kept exactly as published and reported as a warning.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from feeds.files import UnreadableFile, chunks
 from feeds.normalized import to_decimal
 from monitor.contracts import Contract, ContractKind, Tier, make_contract
 from monitor.errors import LiqmonError, TierTableError
@@ -181,12 +183,11 @@ def parse_brackets(document: object) -> BracketLoad:
 
 
 def load_brackets(path: str | Path) -> BracketLoad:
-    """Read a tier file (see :func:`parse_brackets`)."""
+    """Read a tier file, plain or gzip (see :func:`parse_brackets`)."""
     try:
-        with open(path, "rb") as stream:
-            document = json.load(stream)
-    except OSError as exc:
-        raise BracketFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
+        document = orjson.loads(b"".join(chunks(path)))
+    except UnreadableFile as exc:
+        raise BracketFileError(str(exc)) from exc
+    except orjson.JSONDecodeError as exc:
         raise BracketFileError(f"{path} is not JSON: {exc}") from exc
     return parse_brackets(document)

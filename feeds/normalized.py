@@ -21,7 +21,8 @@ producers can add fields without breaking older monitors.
 from __future__ import annotations
 
 import math
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -52,10 +53,15 @@ MAX_LINE_BYTES = 1 << 20
 
 
 MAX_MAGNITUDE = 1e30
-"""Numbers (and marks) beyond this are refused: no real quantity comes near it, and products of
-such values would overflow the float hot path."""
+MIN_MAGNITUDE = 1e-30
+"""Non-zero numbers (and marks) outside ``[1e-30, 1e30)`` in magnitude are refused: no real
+quantity comes near either bound, and beyond them floats overflow, underflow to zero (a price
+of ``1e-400`` is ``0.0``) or turn ratios infinite."""
 _MAX_MAGNITUDE_EXACT = Decimal("1e30")
+_MIN_MAGNITUDE_EXACT = Decimal("1e-30")
 _MAX_DIGITS_TEXT = 64
+_DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+"""A decimal in plain JSON-like notation: no spaces, underscores, signs on both ends, or words."""
 
 
 def to_decimal(value: object) -> Decimal:
@@ -71,18 +77,16 @@ def to_decimal(value: object) -> Decimal:
     elif isinstance(value, str):
         if len(value) > _MAX_DIGITS_TEXT:
             raise ValueError(f"a number of more than {_MAX_DIGITS_TEXT} characters")
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"{value[:40]!r} is not a decimal number") from None
-        if not number.is_finite():
-            raise ValueError("expected a finite number")
+        if not _DECIMAL_TEXT.fullmatch(value):
+            raise ValueError(f"{value[:40]!r} is not a decimal number")
+        number = Decimal(value)
     else:
         raise ValueError(
             f"expected a decimal number (string or number), got {type(value).__name__}"
         )
-    if abs(number) >= _MAX_MAGNITUDE_EXACT:
-        raise ValueError(f"{value!r} is out of range (|x| < 1e30)")
+    magnitude = abs(number)
+    if magnitude >= _MAX_MAGNITUDE_EXACT or (magnitude and magnitude < _MIN_MAGNITUDE_EXACT):
+        raise ValueError(f"{value!r} is out of range (1e-30 <= |x| < 1e30, or 0)")
     return number
 
 
@@ -167,6 +171,7 @@ def parse_contract(obj: dict[str, Any]) -> ContractRecord:
         spec = ContractIn.model_validate(obj)
     except ValidationError as exc:
         raise _malformed(exc) from None
+    _positive("contract_size", spec.contract_size)
     tiers = [Tier(b.floor, b.cap, b.mmr, b.cum) for b in spec.brackets]
     try:
         contract = make_contract(
@@ -244,23 +249,30 @@ def parse_tick(obj: dict[str, Any]) -> TickRecord:
 
 
 def price_of(raw: object) -> float:
-    """A mark price from a JSON string or number: finite, strictly positive, below 1e30."""
-    kind = type(raw)
-    try:
-        if kind is str:
-            if len(raw) > _MAX_DIGITS_TEXT:  # type: ignore[arg-type]
-                raise ValueError
-            mark = float(raw)  # type: ignore[arg-type]
-        elif kind is float or kind is int:
-            mark = float(raw)  # type: ignore[arg-type]
-        else:
+    """A mark price from a JSON string or number: finite, positive, within ``[1e-30, 1e30)``."""
+    if isinstance(raw, str):
+        # float() also reads "1_000", " 1.5 " and "nan": refuse what is not plain decimal text
+        if len(raw) > _MAX_DIGITS_TEXT or "_" in raw or raw != raw.strip():
+            raise MalformedRecord("invalid_price", f"mark {raw[:40]!r} is not a decimal number")
+        try:
+            mark = float(raw)
+        except ValueError:
             raise MalformedRecord(
-                "invalid_price", f"mark must be a number or a string, got {kind.__name__}"
-            )
-    except (ValueError, OverflowError):
-        raise MalformedRecord("invalid_price", f"mark {str(raw)[:40]!r} is not a number") from None
-    if not 0.0 < mark < MAX_MAGNITUDE:
-        raise MalformedRecord("invalid_price", f"mark must be finite and positive: {raw!r}")
+                "invalid_price", f"mark {raw[:40]!r} is not a decimal number"
+            ) from None
+    elif isinstance(raw, float | int) and not isinstance(raw, bool):
+        try:
+            mark = float(raw)
+        except OverflowError:
+            raise MalformedRecord("invalid_price", "mark is out of range") from None
+    else:
+        raise MalformedRecord(
+            "invalid_price", f"mark must be a number or a string, got {type(raw).__name__}"
+        )
+    if not MIN_MAGNITUDE <= mark < MAX_MAGNITUDE:
+        raise MalformedRecord(
+            "invalid_price", f"mark must be finite, positive and in [1e-30, 1e30): {raw!r}"
+        )
     return mark
 
 
@@ -277,7 +289,8 @@ def parse_object(obj: object) -> Record:
     """A record from an already decoded JSON value."""
     if type(obj) is not dict:
         raise MalformedRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    parser = _PARSERS.get(obj.get("type"))  # type: ignore[arg-type]
+    kind = obj.get("type")
+    parser = _PARSERS.get(kind) if type(kind) is str else None
     if parser is None:
         raise MalformedRecord("unknown_type", f"unknown record type {obj.get('type')!r}")
     return parser(obj)  # type: ignore[return-value]

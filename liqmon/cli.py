@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from importlib import resources
-from pathlib import Path
 from typing import TextIO
 
 from alerts.console import ConsoleSink
@@ -154,10 +153,10 @@ def _sink_for(out: str, stack: ExitStack) -> EventSink:
     return JsonLinesSink(stream)
 
 
-def _finish(stats: ReplayStats, summary_json: str | None) -> int:
+def _finish(stats: ReplayStats, summary_json: TextIO | None = None) -> int:
     print(render(stats), file=sys.stderr)
-    if summary_json:
-        Path(summary_json).write_text(json.dumps(stats.as_dict(), indent=2) + "\n")
+    if summary_json is not None:
+        summary_json.write(json.dumps(stats.as_dict(), indent=2) + "\n")
     return EXIT_UNREADABLE if stats.failure else EXIT_OK
 
 
@@ -167,15 +166,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         try:
             sink = _sink_for(args.out, stack)
+            summary_json = (
+                stack.enter_context(open(args.summary_json, "w", encoding="utf-8"))
+                if args.summary_json
+                else None
+            )
         except OSError as exc:
-            print(f"liqmon: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"liqmon: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
         result = asyncio.run(
-            replay_file(args.file, engine, sink, speed=args.speed, progress=progress_for())
+            replay_file(
+                args.file,
+                engine,
+                sink,
+                speed=args.speed,
+                progress=progress_for(),
+            )
         )
         asyncio.run(sink.close())
-    result.warnings[:0] = stats.warnings
-    return _finish(result, args.summary_json)
+        result.warnings[:0] = stats.warnings
+        return _finish(result, summary_json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -188,8 +198,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     engine = Engine()
     sink = ConsoleSink(sys.stdout)
     with resources.as_file(scenario) as path:
-        stats = asyncio.run(replay_file(str(path), engine, sink, speed=args.speed))
-    return _finish(stats, None)
+        stats = asyncio.run(
+            replay_file(
+                str(path), engine, sink, speed=args.speed, label=f"liqmon demo: {DEMO_SCENARIO}"
+            )
+        )
+    return _finish(stats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,13 +105,14 @@ async def replay_file(
     *,
     speed: float | None = None,
     progress: Progress | None = None,
+    label: str | None = None,
 ) -> ReplayStats:
     """Apply every record of ``path`` in order; publish events to ``sink``; return the counts.
 
     An unreadable file (missing, or a corrupt or truncated gzip) ends the replay with
     ``stats.failure`` set; events published before that are kept.
     """
-    stats = ReplayStats(source=path)
+    stats = ReplayStats(source=path, title=label or f"liqmon replay: {path}")
     refused = _RefusalLog()
     pacer = Pacer(speed) if speed else None
     apply_tick = engine.apply_tick
@@ -158,9 +159,8 @@ async def replay_file(
                     await sink.publish(event)
             if progress is not None:
                 progress.update(stats)
-    except UnreadableFile as exc:
-        stats.failure = str(exc)
-        log.error("replay_failed", reason="unreadable_file", detail=str(exc))
+    except UnreadableFile as exc:  # reported once, by the summary
+        stats.failure = f"{exc} (after {stats.lines:,} lines, all applied)"
     finally:
         stats.elapsed = time.perf_counter() - started
         if progress is not None:

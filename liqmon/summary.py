@@ -14,6 +14,7 @@ class ReplayStats:
     to apply; ``dropped`` counts valid ticks ignored by rule (stale, unknown symbol)."""
 
     source: str = ""
+    title: str = ""
     lines: int = 0
     records: Counter[str] = field(default_factory=Counter)
     ticks_applied: int = 0
@@ -57,7 +58,7 @@ def _counts(counter: Counter[str]) -> str:
 
 def render(stats: ReplayStats) -> str:
     """The end-of-run summary, for humans."""
-    lines = [f"liqmon replay: {stats.source}"]
+    lines = [stats.title or stats.source]
     by_type = _counts(stats.records)
     lines.append(f"  records     {stats.total_records:,}" + (f" ({by_type})" if by_type else ""))
     dropped = sum(stats.dropped.values())

@@ -32,8 +32,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from decimal import Context, Decimal
-from typing import NamedTuple
 from itertools import pairwise
+from typing import NamedTuple
 
 from monitor.contracts import Contract
 

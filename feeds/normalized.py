@@ -66,20 +66,20 @@ _DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 def to_decimal(value: object) -> Decimal:
     """A finite decimal from a JSON string or number; anything else is a ``ValueError``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a decimal number, got a boolean")
-    if isinstance(value, int):
-        number = Decimal(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("expected a finite number")
-        number = decimal_of_float(value)
-    elif isinstance(value, str):
+    if isinstance(value, str):  # the preferred form first
         if len(value) > _MAX_DIGITS_TEXT:
             raise ValueError(f"a number of more than {_MAX_DIGITS_TEXT} characters")
         if not _DECIMAL_TEXT.fullmatch(value):
             raise ValueError(f"{value[:40]!r} is not a decimal number")
         number = Decimal(value)
+    elif isinstance(value, bool):
+        raise ValueError("expected a decimal number, got a boolean")
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        number = decimal_of_float(value)
     else:
         raise ValueError(
             f"expected a decimal number (string or number), got {type(value).__name__}"

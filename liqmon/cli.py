@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -206,7 +207,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _finish(stats)
 
 
+GC_THRESHOLDS = (10_000, 50, 50)
+"""The engine holds a large, long-lived object graph (an entity and its positions per account)
+and makes little cyclic garbage; the default thresholds (700, 10, 10) make the collector walk
+that graph over and over while accounts load (a quarter of the time at 50,000 accounts)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(level=args.log_level)

@@ -348,10 +348,14 @@ class Engine:
         if valuation.liquidated():
             events.append(self._liquidate(entity, ts, valuation))
             return
-        levels, levels_f = self._levels, self._levels_f
+        levels_f = self._levels_f
+        mb, mm, tolerance = valuation.mb, valuation.mm, valuation.tolerance
         top = -1
-        for i in range(len(levels) - 1, -1, -1):
-            if valuation.sign(1, levels_f[i], levels[i]) >= 0:
+        for i in range(len(levels_f) - 1, -1, -1):
+            gap = mm - levels_f[i] * mb  # ratio >= level  <=>  MM - level*MB >= 0 (MB > 0)
+            if gap > tolerance or (
+                gap >= -tolerance and valuation.sign(1, levels_f[i], self._levels[i]) >= 0
+            ):
                 top = i
                 break
         h = entity.level

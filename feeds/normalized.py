@@ -20,6 +20,7 @@ producers can add fields without breaking older monitors.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from decimal import Decimal
@@ -66,7 +67,11 @@ _DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 def to_decimal(value: object) -> Decimal:
     """A finite decimal from a JSON string or number; anything else is a ``ValueError``."""
-    if isinstance(value, str):  # the preferred form first
+    if isinstance(value, Decimal):  # a JSON number read from its text (see exact_numbers)
+        if not value.is_finite():
+            raise ValueError("expected a finite number")
+        number = value
+    elif isinstance(value, str):  # the preferred form
         if len(value) > _MAX_DIGITS_TEXT:
             raise ValueError(f"a number of more than {_MAX_DIGITS_TEXT} characters")
         if not _DECIMAL_TEXT.fullmatch(value):
@@ -195,11 +200,10 @@ def parse_position(obj: dict[str, Any]) -> PositionRecord:
         spec = PositionIn.model_validate(obj)
     except ValidationError as exc:
         raise _malformed(exc) from None
-    _positive("entry", spec.entry)
-    _positive("leverage", spec.leverage)
+    if spec.qty != 0:  # a close (qty 0) needs no meaningful entry or leverage
+        _positive("entry", spec.entry)
+        _positive("leverage", spec.leverage)
     wallet = spec.isolated_wallet if spec.mode == "isolated" else None
-    if wallet is not None and wallet < 0:
-        raise MalformedRecord("invalid_field", f"isolated_wallet must not be negative: {wallet}")
     if spec.mode == "isolated" and wallet is None and spec.qty != 0:
         raise MalformedRecord("missing_field", "isolated_wallet is required for isolated positions")
     return PositionRecord(
@@ -223,7 +227,7 @@ def parse_margin(obj: dict[str, Any]) -> MarginRecord:
     return MarginRecord(spec.ts, spec.account, spec.symbol, spec.side, spec.delta)
 
 
-def tick_fields(obj: dict[str, Any]) -> tuple[str, float, str | float, int]:
+def tick_fields(obj: dict[str, Any]) -> tuple[str, float, str | float | int, int]:
     """``(symbol, mark, mark_text, ts)`` of a tick object, validated by hand.
 
     This is the hot path: no model, no record object; :meth:`Engine.apply_tick` takes the
@@ -297,8 +301,35 @@ def parse_object(obj: object) -> Record:
 
 
 def parse_line(line: str | bytes) -> Record:
-    """A record from one line of normalized JSON Lines."""
-    return parse_object(decode(line))
+    """A record from one line of normalized JSON Lines, every number read exactly."""
+    obj = decode(line)
+    record = parse_object(exact_numbers(obj, line))
+    if isinstance(record, TickRecord) and not isinstance(record.mark_text, str):
+        # keep the line: the mark's exact text is read from it if a decision ever needs it
+        return record._replace(mark_text=line if isinstance(line, bytes) else line.encode())
+    return record
+
+
+def _holds_float(obj: dict[str, Any]) -> bool:
+    for value in obj.values():
+        if type(value) is float:
+            return True
+        if type(value) is list:
+            for item in value:
+                if type(item) is dict and _holds_float(item):
+                    return True
+    return False
+
+
+def exact_numbers(obj: object, line: str | bytes) -> object:
+    """``obj``, or when it is a non-tick record holding JSON numbers with a fraction or an
+    exponent, the same line decoded again with those numbers kept as exact :class:`Decimal`
+    (the fast decoder reads them as doubles; a double cannot hold ``0.1`` or 20 digits).
+    Ticks keep the fast path: their exact value is recovered lazily (see
+    :data:`monitor.records.MarkSource`)."""
+    if type(obj) is dict and obj.get("type") != "tick" and _holds_float(obj):
+        return json.loads(line, parse_float=Decimal)
+    return obj
 
 
 def decode(line: str | bytes) -> object:

@@ -19,11 +19,11 @@ import structlog
 
 from alerts.sink import EventSink
 from feeds.files import UnreadableFile, line_batches
-from feeds.normalized import decode, parse_object, tick_fields
+from feeds.normalized import decode, exact_numbers, parse_object, tick_fields
 from liqmon.summary import ReplayStats
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
-from monitor.records import ContractRecord, TickRecord
+from monitor.records import ContractRecord, MarkSource, TickRecord
 
 LOGGED_PER_REASON = 10
 log = structlog.get_logger("liqmon.replay")
@@ -127,14 +127,16 @@ async def replay_file(
                 try:
                     obj = decode(line)
                     if type(obj) is dict and obj.get("type") == "tick":
-                        symbol, mark, text, ts = tick_fields(obj)
+                        symbol, mark, raw, ts = tick_fields(obj)
+                        # a JSON number's exact text is the line's, read only if ever needed
+                        text: MarkSource = raw if type(raw) is str else line
                         records["tick"] += 1
                         if pacer is not None:
                             await _pace(pacer, ts)
                         events = apply_tick(symbol, mark, text, ts)
                         stats.ticks_applied += 1
                     else:
-                        record = parse_object(obj)
+                        record = parse_object(exact_numbers(obj, line))
                         records[type(record).__name__.removesuffix("Record").lower()] += 1
                         if pacer is not None and not isinstance(
                             record, ContractRecord | TickRecord

@@ -26,6 +26,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Literal
 
 from monitor.errors import TierTableError
@@ -63,17 +64,19 @@ class Contract:
     cum_f: tuple[float, ...] = ()
     mm_can_be_negative: bool = False
     is_inverse: bool = False
+    tiers_exact: tuple[tuple[Fraction, Fraction, Fraction], ...] = ()
+    """``(floor, mmr, cum)`` per tier as fractions, for the exact path."""
 
     def tier_index(self, notional: float) -> int:
         """Index of the tier that holds ``notional`` (float fast path)."""
         i = bisect_right(self.floors_f, notional) - 1
         return i if i > 0 else 0
 
-    def tier_index_exact(self, notional: Decimal) -> int:
+    def tier_index_exact(self, notional: Fraction | Decimal) -> int:
         """Index of the tier that holds ``notional``, compared exactly."""
         index = 0
-        for i, tier in enumerate(self.tiers):
-            if tier.floor <= notional:
+        for i, (floor, _, _) in enumerate(self.tiers_exact):
+            if floor <= notional:
                 index = i
             else:
                 break
@@ -164,4 +167,5 @@ def make_contract(
         cum_f=tuple(float(t.cum) for t in ordered),
         mm_can_be_negative=any(t.cum > t.floor * t.mmr for t in ordered),
         is_inverse=kind == "inverse",
+        tiers_exact=tuple((Fraction(t.floor), Fraction(t.mmr), Fraction(t.cum)) for t in ordered),
     )

@@ -26,14 +26,16 @@ Ticks are routed through the trigger index (:mod:`monitor.index`, :mod:`monitor.
 entities whose band the new mark leaves are re-evaluated, and the result equals re-evaluating
 every holder of the symbol (the naive strategy in ``bench/naive.py``, checked by the tests).
 
-Decisions are made on floats and re-made exactly (Decimal) whenever a float result lies within
-its error bound of the threshold; numbers published in events are computed exactly.
+Decisions are made on floats and re-made exactly (rational arithmetic, from the exact decimal
+inputs) whenever a float result lies within its error bound of the threshold; the margin
+numbers published in events are computed exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from fractions import Fraction
 
 from monitor.bands import Threshold, bands, respond
 from monitor.config import EngineConfig
@@ -55,15 +57,16 @@ from monitor.records import (
     BalanceRecord,
     ContractRecord,
     MarginRecord,
+    MarkSource,
     PositionRecord,
     Record,
     TickRecord,
-    decimal_of_float,
+    exact_mark_of,
 )
 
 NO_EVENTS: tuple[EngineEvent, ...] = ()
 ZERO = Decimal(0)
-ONE = Decimal(1)
+ONE = Fraction(1)
 
 _LIQUIDATION = Threshold(alpha=1.0, beta=1.0, rising=True)
 _BALANCE_POSITIVE = Threshold(alpha=0.0, beta=1.0, rising=True)
@@ -78,15 +81,15 @@ class _Valuation:
         self.engine = engine
         self.entity = entity
         self.mb, self.mm, self.tolerance = measure(entity, engine.prices)
-        self.exact: tuple[Decimal, Decimal] | None = None
+        self.exact: tuple[Fraction, Fraction] | None = None
 
-    def exact_values(self) -> tuple[Decimal, Decimal]:
+    def exact_values(self) -> tuple[Fraction, Fraction]:
         """``(MB, MM)`` in exact arithmetic (computed once)."""
         if self.exact is None:
             self.exact = measure_exact(self.entity, self.engine.exact_mark)
         return self.exact
 
-    def sign(self, alpha: int, beta: float, beta_exact: Decimal) -> int:
+    def sign(self, alpha: int, beta: float, beta_exact: Fraction) -> int:
         """Sign of ``α·MM − β·MB``, exact even when the floats cannot tell."""
         value = alpha * self.mm - beta * self.mb
         if value > self.tolerance:
@@ -94,7 +97,7 @@ class _Valuation:
         if value < -self.tolerance:
             return -1
         mb, mm = self.exact_values()
-        exact = EXACT.subtract(mm if alpha else ZERO, EXACT.multiply(beta_exact, mb))
+        exact = (mm if alpha else 0) - beta_exact * mb
         return (exact > 0) - (exact < 0)
 
     def liquidated(self) -> bool:
@@ -113,13 +116,15 @@ class Engine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self._levels = self.config.levels
+        self._levels = tuple(Fraction(v) for v in self.config.levels)
         self._levels_f = self.config.levels_f
-        self._rearm = tuple(self.config.rearm_threshold(i) for i in range(len(self._levels)))
+        self._rearm = tuple(
+            Fraction(self.config.rearm_threshold(i)) for i in range(len(self._levels))
+        )
         self._rearm_f = tuple(float(v) for v in self._rearm)
         self.contracts: dict[str, Contract] = {}
         self.prices: dict[str, float] = {}
-        self._mark_text: dict[str, str | float] = {}
+        self._mark_text: dict[str, MarkSource] = {}
         self._mark_ts: dict[str, int] = {}
         self._balances: dict[tuple[str, str], Decimal] = {}
         self._positions: dict[tuple[str, str, str], Position] = {}
@@ -134,12 +139,10 @@ class Engine:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def exact_mark(self, symbol: str) -> Decimal | None:
-        """The last mark of ``symbol`` as an exact decimal (``None`` before its first tick)."""
-        text = self._mark_text.get(symbol)
-        if text is None:
-            return None
-        return Decimal(text) if isinstance(text, str) else decimal_of_float(text)
+    def exact_mark(self, symbol: str) -> Fraction | None:
+        """The last mark of ``symbol``, exactly (``None`` before its first tick)."""
+        source = self._mark_text.get(symbol)
+        return None if source is None else exact_mark_of(source)
 
     @property
     def entity_count(self) -> int:
@@ -177,11 +180,11 @@ class Engine:
         return self._apply_contract(record)
 
     def apply_tick(
-        self, symbol: str, mark: float, mark_text: str | float, ts: int
+        self, symbol: str, mark: float, mark_text: MarkSource, ts: int
     ) -> Sequence[EngineEvent]:
         """Apply a mark price (the hot path). ``mark`` must be finite and positive;
-        ``mark_text`` is the decimal text it was read from (or the float itself, for a JSON
-        number, whose shortest round-trip decimal is then taken as exact)."""
+        ``mark_text`` says exactly what it was (see :data:`monitor.records.MarkSource`); it is
+        only read when a decision or an event needs the exact value."""
         if symbol not in self.contracts:
             raise TickDropped("unknown_symbol", f"no contract for {symbol}")
         last = self._mark_ts.get(symbol)
@@ -400,10 +403,10 @@ class Engine:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _next_id(self, kind: str, ref: EntityRef, ts: int) -> str:
+    def _next_id(self, kind: str, ref: EntityRef, ts: int, *facts: object) -> str:
         sequence = self.events_emitted
         self.events_emitted += 1
-        return event_id(kind, ref, ts, sequence)
+        return event_id(kind, ref, ts, sequence, facts)
 
     def _warning(
         self, entity: Entity, ts: int, level: int, valuation: _Valuation
@@ -411,7 +414,7 @@ class Engine:
         mb, mm = valuation.exact_values()
         positions = self._position_views(entity)
         return MarginWarningRaised(
-            id=self._next_id("margin_warning", entity.ref, ts),
+            id=self._next_id("margin_warning", entity.ref, ts, level, mb, mm),
             ts=ts,
             entity=entity.ref,
             level=float(self._levels[level]),
@@ -427,7 +430,7 @@ class Engine:
     def _recovered(self, entity: Entity, ts: int, valuation: _Valuation) -> MarginRecovered:
         mb, mm = valuation.exact_values()
         return MarginRecovered(
-            id=self._next_id("margin_recovered", entity.ref, ts),
+            id=self._next_id("margin_recovered", entity.ref, ts, mb, mm),
             ts=ts,
             entity=entity.ref,
             margin_ratio=_ratio(mm, mb),
@@ -438,7 +441,7 @@ class Engine:
     def _liquidate(self, entity: Entity, ts: int, valuation: _Valuation) -> LiquidationTriggered:
         mb, mm = valuation.exact_values()
         event = LiquidationTriggered(
-            id=self._next_id("liquidation", entity.ref, ts),
+            id=self._next_id("liquidation", entity.ref, ts, mb, mm, entity.wallet),
             ts=ts,
             entity=entity.ref,
             margin_ratio=_ratio(mm, mb),
@@ -496,8 +499,8 @@ def _sort_key(entity: Entity) -> tuple[str, int, str, str, str]:
     return entity.sort_key
 
 
-def _ratio(mm: Decimal, mb: Decimal) -> float | None:
-    return float(EXACT.divide(mm, mb)) if mb > 0 else None
+def _ratio(mm: Fraction, mb: Fraction) -> float | None:
+    return float(mm / mb) if mb > 0 else None
 
 
 def _entity_ref(account: str, symbol: str, side: str, mode: str, contract: Contract) -> EntityRef:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from fractions import Fraction
 from typing import NamedTuple
 
 from monitor.events import EntityRef
 from monitor.margin import (
-    EXACT,
     Leg,
     maintenance_margin,
     maintenance_margin_exact,
@@ -127,18 +127,18 @@ def measure(entity: Entity, prices: dict[str, float]) -> tuple[float, float, flo
 
 
 def measure_exact(
-    entity: Entity, exact_mark: Callable[[str], Decimal | None]
-) -> tuple[Decimal, Decimal]:
-    """``(MB, MM)`` in exact decimal arithmetic (see :data:`monitor.margin.EXACT`)."""
-    mb = entity.wallet
-    mm = Decimal(0)
+    entity: Entity, exact_mark: Callable[[str], Fraction | None]
+) -> tuple[Fraction, Fraction]:
+    """``(MB, MM)`` in exact rational arithmetic."""
+    mb = Fraction(entity.wallet)
+    mm = Fraction(0)
     for symbol, slots in entity.exposures.items():
         mark = exact_mark(symbol)
         for position in slots.values():
             leg = position.leg
-            price = leg.entry if mark is None else mark
-            mb = EXACT.add(mb, unrealized_pnl_exact(leg, price))
-            mm = EXACT.add(mm, maintenance_margin_exact(leg, price))
+            price = Fraction(leg.entry) if mark is None else mark
+            mb += unrealized_pnl_exact(leg, price)
+            mm += maintenance_margin_exact(leg, price)
     return mb, mm
 
 

@@ -118,11 +118,15 @@ class LiquidationTriggered:
 EngineEvent = MarginWarningRaised | MarginRecovered | LiquidationTriggered
 
 
-def event_id(kind: str, entity: EntityRef, ts: int, sequence: int) -> str:
-    """A stable, unique id: a hash of what the event is about and its place in the stream.
+def event_id(
+    kind: str, entity: EntityRef, ts: int, sequence: int, facts: tuple[object, ...] = ()
+) -> str:
+    """A stable, unique id: a hash of what the event is about, what it says and its place in
+    the stream.
 
     ``sequence`` is the engine's running count of events, so two otherwise identical events
-    (same entity, kind and ``ts``) still differ, and replaying the same input gives the same ids.
+    (same entity, kind and ``ts``) still differ, and replaying the same input gives the same ids;
+    ``facts`` (the event's numbers) make ids of different runs differ when their events do.
     """
     text = "|".join(
         (
@@ -134,6 +138,7 @@ def event_id(kind: str, entity: EntityRef, ts: int, sequence: int) -> str:
             entity.side or "",
             str(ts),
             str(sequence),
+            *(repr(fact) for fact in facts),
         )
     )
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()

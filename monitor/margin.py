@@ -15,10 +15,10 @@ maintenance margin        ``N * mmr - cum``           ``N * mmr - cum``
 ``(mmr, cum)`` come from the tier that holds ``N`` at the mark.
 
 Two arithmetics live side by side. The float functions serve the hot path; the ``*_exact``
-functions recompute the same quantities with ``Decimal`` at 60 significant digits, which is
-exact for linear contracts and exact to far below 1e-40 for inverse ones. The engine uses the
-exact path for every decision that falls within float error of a threshold and for every
-number it publishes in an event.
+functions recompute the same quantities in exact rational arithmetic (:class:`Fraction`, from
+the exact decimal inputs), which stays exact for inverse contracts too, where ``1/EP`` has no
+finite decimal expansion. The engine uses the exact path for every decision that falls within
+float error of a threshold and for every number it publishes in an event.
 
 Prices that solve an equation (liquidation and bankruptcy prices) are found piece by piece:
 along the price axis each leg's tier is constant between tier floors, so on every piece the
@@ -32,13 +32,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from decimal import Context, Decimal
+from fractions import Fraction
 from itertools import pairwise
 from typing import NamedTuple
 
 from monitor.contracts import Contract
 
 EXACT = Context(prec=60)
-"""The context every exact computation runs in."""
+"""The context of decimal bookkeeping (wallet plus margin transfers): exact for any realistic
+input. Everything derived from prices is computed in :class:`Fraction` instead."""
 
 INF = math.inf
 
@@ -75,8 +77,8 @@ class Leg(NamedTuple):
         return Leg.of(self.qty, self.entry, contract)
 
     @property
-    def qcs_exact(self) -> Decimal:
-        return EXACT.multiply(abs(self.qty), self.contract.contract_size)
+    def qcs_exact(self) -> Fraction:
+        return abs(Fraction(self.qty)) * Fraction(self.contract.contract_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,26 +109,28 @@ def maintenance_margin(leg: Leg, price: float) -> float:
 # Per position, exact
 
 
-def notional_exact(leg: Leg, price: Decimal) -> Decimal:
-    qcs = leg.qcs_exact
-    return EXACT.divide(qcs, price) if leg.contract.is_inverse else EXACT.multiply(qcs, price)
+ExactNumber = Fraction | Decimal
 
 
-def unrealized_pnl_exact(leg: Leg, price: Decimal) -> Decimal:
-    qcs = leg.qcs_exact
-    if leg.contract.is_inverse:
-        diff = EXACT.subtract(EXACT.divide(1, leg.entry), EXACT.divide(1, price))
-    else:
-        diff = EXACT.subtract(price, leg.entry)
-    value = EXACT.multiply(qcs, diff)
-    # EXACT.minus, not unary minus: ``-value`` would round to the default 28-digit context.
-    return value if leg.sign > 0 else EXACT.minus(value)
+def notional_exact(leg: Leg, price: ExactNumber) -> Fraction:
+    """Exact notional at ``price`` (a :class:`Fraction` or an exact :class:`Decimal`)."""
+    qcs, p = leg.qcs_exact, Fraction(price)
+    return qcs / p if leg.contract.is_inverse else qcs * p
 
 
-def maintenance_margin_exact(leg: Leg, price: Decimal) -> Decimal:
+def unrealized_pnl_exact(leg: Leg, price: ExactNumber) -> Fraction:
+    """Exact unrealized PnL at ``price``."""
+    qcs, p, entry = leg.qcs_exact, Fraction(price), Fraction(leg.entry)
+    value = qcs * (1 / entry - 1 / p) if leg.contract.is_inverse else qcs * (p - entry)
+    return value if leg.sign > 0 else -value
+
+
+def maintenance_margin_exact(leg: Leg, price: ExactNumber) -> Fraction:
+    """Exact maintenance margin at ``price``, with the tier chosen by the exact notional."""
     n = notional_exact(leg, price)
-    tier = leg.contract.tiers[leg.contract.tier_index_exact(n)]
-    return EXACT.subtract(EXACT.multiply(n, tier.mmr), tier.cum)
+    contract = leg.contract
+    _, mmr, cum = contract.tiers_exact[contract.tier_index_exact(n)]
+    return n * mmr - cum
 
 
 # ---------------------------------------------------------------------------------------------

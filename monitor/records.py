@@ -13,7 +13,9 @@ Receive time, where a source has one, travels separately and never drives the en
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from fractions import Fraction
 from typing import Literal, NamedTuple
 
 from monitor.contracts import Contract
@@ -65,6 +67,22 @@ class MarginRecord(NamedTuple):
     delta: Decimal
 
 
+MarkSource = str | float | bytes
+"""What a tick's mark was, exactly: its decimal text (a JSON string), the float of a JSON number
+(whose shortest round-trip decimal is taken as meant), or the raw JSON line it came from (whose
+number text is then read exactly, only when needed)."""
+
+
+def exact_mark_of(source: MarkSource) -> Fraction:
+    """The exact value of a mark (see :data:`MarkSource`)."""
+    if isinstance(source, str):
+        return Fraction(Decimal(source))
+    if isinstance(source, bytes):
+        value = json.loads(source, parse_float=Decimal, parse_int=Decimal)["mark"]
+        return Fraction(Decimal(value) if isinstance(value, str) else value)
+    return Fraction(decimal_of_float(source))
+
+
 def decimal_of_float(value: float) -> Decimal:
     """The decimal a JSON number meant: the shortest text that reads back as ``value``.
 
@@ -81,12 +99,11 @@ class TickRecord(NamedTuple):
     ts: int
     symbol: str
     mark: float
-    mark_text: str | float
+    mark_text: MarkSource
 
     @property
-    def mark_exact(self) -> Decimal:
-        text = self.mark_text
-        return Decimal(text) if isinstance(text, str) else decimal_of_float(text)
+    def mark_exact(self) -> Fraction:
+        return exact_mark_of(self.mark_text)
 
 
 AccountRecord = BalanceRecord | PositionRecord | MarginRecord

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from fractions import Fraction
 from typing import NamedTuple
 
 import pytest
@@ -158,16 +159,20 @@ def test_faq_margin_balance_equals_maintenance_at_the_lp(symbol: str) -> None:
     side flips the sign of MB − MM: the LP is right to the cent in the margin functions too."""
     leg = _faq_leg(symbol)
     lp = D(FAQ[symbol].lp)  # 7 decimals: within 5e-8 of the true LP
-    mb = FAQ_WALLET + unrealized_pnl_exact(leg, lp)
+    mb = Fraction(FAQ_WALLET) + unrealized_pnl_exact(leg, lp)
     mm = maintenance_margin_exact(leg, lp)
-    assert abs(mb - mm) < D("5e-8") * leg.qcs_exact  # |d(MB − MM)/dP| < q
+    assert abs(mb - mm) < Fraction(5, 10**8) * leg.qcs_exact  # |d(MB − MM)/dP| < q
     lp_f = float(lp)
     mb_f = float(FAQ_WALLET) + unrealized_pnl(leg, lp_f)
     assert mb_f == pytest.approx(maintenance_margin(leg, lp_f), rel=1e-9)
     assert float(mb - mm) == pytest.approx(mb_f - maintenance_margin(leg, lp_f), abs=1e-3)
     above, below = lp + D("0.01"), lp - D("0.01")
-    assert FAQ_WALLET + unrealized_pnl_exact(leg, above) > maintenance_margin_exact(leg, above)
-    assert FAQ_WALLET + unrealized_pnl_exact(leg, below) < maintenance_margin_exact(leg, below)
+    assert Fraction(FAQ_WALLET) + unrealized_pnl_exact(leg, above) > maintenance_margin_exact(
+        leg, above
+    )
+    assert Fraction(FAQ_WALLET) + unrealized_pnl_exact(leg, below) < maintenance_margin_exact(
+        leg, below
+    )
 
 
 def test_faq_margin_functions_at_entry_exact_values() -> None:
@@ -334,9 +339,9 @@ def test_freqtrade_liquidation_price(
     q, mmr, cum = D(size), FREQTRADE_TIER.mmr, FREQTRADE_TIER.cum
     with localcontext(EXACT):
         closed = (wallet + cum - sign * q * D(entry)) / (q * mmr - sign * q)
-        mb = wallet + unrealized_pnl_exact(leg, closed)
+        mb = Fraction(wallet) + unrealized_pnl_exact(leg, closed)
     assert float(closed) == pytest.approx(expected, rel=1e-14)
-    assert abs(mb - maintenance_margin_exact(leg, closed)) < D("1e-50")
+    assert abs(mb - maintenance_margin_exact(leg, closed)) < Fraction(1, 10**50)
     assert float(mb) == pytest.approx(
         float(wallet) + unrealized_pnl(leg, lp), rel=1e-12
     )  # float path agrees
@@ -450,7 +455,7 @@ def test_tier_amount_example() -> None:
     assert at_floor == D("0.69")  # 50 × 5 % − 1.81
     just_below = maintenance_margin_exact(leg, D("20000.000001"))  # N a hair under 50
     assert contract.tier_index_exact(notional_exact(leg, D("20000.000001"))) == 1
-    assert abs(just_below - D("0.69")) < D("1e-9")
+    assert abs(just_below - Fraction("0.69")) < Fraction(1, 10**9)
 
 
 def test_tier_amount_off_by_a_cent_warns() -> None:
@@ -483,8 +488,10 @@ def test_liquidation_price_at_a_maintenance_jump() -> None:
     leg = Leg.of(D(1), D(150), contract)
     wallet = D("50.5")
     below, at = D("99.99"), D(100)
-    assert wallet + unrealized_pnl_exact(leg, below) <= maintenance_margin_exact(leg, below)
-    assert wallet + unrealized_pnl_exact(leg, at) > maintenance_margin_exact(leg, at)
+    assert Fraction(wallet) + unrealized_pnl_exact(leg, below) <= maintenance_margin_exact(
+        leg, below
+    )
+    assert Fraction(wallet) + unrealized_pnl_exact(leg, at) > maintenance_margin_exact(leg, at)
     lp = solve_price([leg], float(wallet), 150.0)
     assert lp is not None
     assert math.isclose(lp, 100.0, rel_tol=1e-12)
@@ -534,7 +541,7 @@ def test_long_at_exactly_its_liquidation_price_is_liquidated() -> None:
     with localcontext(EXACT):
         wallet = EXACT_LP_QTY * (100 - mark * D("0.99"))
     leg = Leg.of(EXACT_LP_QTY, D(100), EXACT_LP_CONTRACT)
-    assert EXACT.add(wallet, unrealized_pnl_exact(leg, mark)) == maintenance_margin_exact(leg, mark)
+    assert Fraction(wallet) + unrealized_pnl_exact(leg, mark) == maintenance_margin_exact(leg, mark)
     engine = _engine_with(EXACT_LP_CONTRACT, EXACT_LP_QTY, D(100), wallet)
     assert [e["event"] for e in _tick(engine, "XUSDT", 3, str(mark))] == ["liquidation"]
 

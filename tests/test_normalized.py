@@ -418,12 +418,26 @@ def test_bad_bracket_number_is_an_invalid_field(field: str, raw: str) -> None:
         ("entry", -61800.3),
         ("leverage", "-25"),
         ("leverage", 0),
-        ("isolated_wallet", "-0.01"),
     ],
 )
 def test_impossible_position_value_is_an_invalid_field(field: str, value: object) -> None:
-    """Entry and leverage must be positive, an isolated wallet non-negative."""
+    """An open position's entry and leverage must be positive."""
     assert _reason(_line(POSITION, **{field: value})) == "invalid_field"
+
+
+def test_a_close_needs_no_meaningful_entry_or_leverage() -> None:
+    """``qty`` 0 closes the slot: its entry and leverage are not used, so 0 is accepted."""
+    record = parse_line(_line(POSITION, qty="0", entry="0", leverage="0"))
+    assert isinstance(record, PositionRecord)
+    assert record.qty == 0
+
+
+def test_a_negative_isolated_wallet_is_a_fact_not_malformed_input() -> None:
+    """A reported isolated wallet below zero is applied as reported (the engine then
+    liquidates the position at once), like a margin removal larger than the wallet."""
+    record = parse_line(_line(POSITION, isolated_wallet="-0.01"))
+    assert isinstance(record, PositionRecord)
+    assert record.isolated_wallet == Decimal("-0.01")
 
 
 def test_isolated_position_without_wallet_is_a_missing_field() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from fractions import Fraction
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -140,7 +141,7 @@ def _exact(value: float) -> Decimal:
 
 def _mb_mm(case: Case, price: Decimal) -> tuple[Decimal, Decimal]:
     leg = case.leg
-    mb = EXACT.add(case.wallet, unrealized_pnl_exact(leg, price))
+    mb = Fraction(case.wallet) + unrealized_pnl_exact(leg, price)
     return mb, maintenance_margin_exact(leg, price)
 
 
@@ -158,7 +159,7 @@ def test_margin_ratio_is_one_at_the_liquidation_price(case: Case) -> None:
     assert lp > 0
     mb, mm = _mb_mm(case, _exact(lp))
     assert mb > 0
-    assert abs(EXACT.divide(mm, mb) - 1) <= D("1e-9")
+    assert abs(mm / mb - 1) <= Fraction(1, 10**9)
     mb_f = float(case.wallet) + unrealized_pnl(case.leg, lp)
     assert math.isclose(maintenance_margin(case.leg, lp) / mb_f, 1.0, rel_tol=1e-9)
 
@@ -171,8 +172,8 @@ def test_bankruptcy_price_zeroes_the_margin_balance(case: Case) -> None:
     bp = solve_price([case.leg], float(case.wallet), float(case.entry), with_maintenance=False)
     assert bp is not None
     mb, _ = _mb_mm(case, _exact(bp))
-    scale = case.wallet + abs(unrealized_pnl_exact(case.leg, _exact(bp)))
-    assert abs(mb) <= D("1e-12") * scale
+    scale = Fraction(case.wallet) + abs(unrealized_pnl_exact(case.leg, _exact(bp)))
+    assert abs(mb) <= Fraction(1, 10**12) * scale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,17 +198,17 @@ def test_maintenance_margin_is_continuous_at_every_tier_floor(
     qty = D(size) / 1000 * sign if not contract.is_inverse else D(size) * sign
     leg = Leg.of(qty, D(1), contract)
     qcs = leg.qcs_exact
-    at = EXACT.divide(qcs, floor) if contract.is_inverse else EXACT.divide(floor, qcs)
-    nudge = D("1e-20")
+    at = qcs / Fraction(floor) if contract.is_inverse else Fraction(floor) / qcs
+    nudge = Fraction(1, 10**20)
     # a higher mark means more notional for linear, less for inverse
-    up, down = EXACT.multiply(at, 1 + nudge), EXACT.multiply(at, 1 - nudge)
+    up, down = at * (1 + nudge), at * (1 - nudge)
     above, below = (down, up) if contract.is_inverse else (up, down)
     assert contract.tier_index_exact(notional_exact(leg, above)) == n
     assert contract.tier_index_exact(notional_exact(leg, below)) == n - 1
     right = maintenance_margin_exact(leg, above)
     left = maintenance_margin_exact(leg, below)
     assert right > 0
-    assert abs(right - left) <= D("1e-9") * right
+    assert abs(right - left) <= Fraction(1, 10**9) * right
 
     at_f = float(at)
     up_f, down_f = at_f * (1 + 1e-12), at_f * (1 - 1e-12)
@@ -357,7 +358,7 @@ def test_cross_equals_isolated_through_every_event_kind() -> None:
 
 def _opposite(a: Decimal, b: Decimal) -> None:
     """``a = −b`` exactly."""
-    assert EXACT.add(a, b) == 0
+    assert a + b == 0
 
 
 @PROPERTY_SETTINGS
@@ -602,7 +603,7 @@ def test_isolated_liquidation_loses_exactly_the_isolated_wallet(
     assert len(liquidations) == 1
     ((liquidation, price),) = liquidations
     assert liquidation.loss == float(lost)
-    mb = EXACT.add(lost, unrealized_pnl_exact(case.leg, price))
+    mb = Fraction(lost) + unrealized_pnl_exact(case.leg, price)
     assert liquidation.margin_balance == float(mb)
     assert liquidation.shortfall == (float(-mb) if mb < 0 else 0.0)
     assert liquidation.positions[0].mark == float(price)

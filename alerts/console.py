@@ -2,20 +2,17 @@
 
 Each event is a headline (time in UTC, entity, what happened, the numbers); warnings and
 liquidations add one indented line with the positions and their liquidation and bankruptcy
-prices.
+prices. Rendering works on the wire payload (interfaces §4), so the same code prints events
+from the engine and events received over MQTT (``liqmon tail``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
-from monitor.events import (
-    EngineEvent,
-    MarginRecovered,
-    MarginWarningRaised,
-    PositionView,
-)
+from monitor.events import AlertEvent, EngineEvent, StateEvent, to_payload
 
 _RESET = "\033[0m"
 _COLOURS = {
@@ -51,50 +48,75 @@ def _ratio(value: float | None) -> str:
     return "n/a (MB≤0)" if value is None else f"{value * 100:.1f}%"
 
 
-def _position(p: PositionView) -> str:
-    return (
-        f"{p.symbol} {p.side} {p.qty:g} @ {_price(p.entry)} mark {_price(p.mark)} "
-        f"liq {_price(p.liquidation_price)} bkr {_price(p.bankruptcy_price)}"
+def _label(p: Mapping[str, Any]) -> str:
+    if p["scope"] == "cross":
+        return f"{p['account']} cross {p['asset']}"
+    return f"{p['account']} {p['symbol']} {p['side']} isolated"
+
+
+def _positions(p: Mapping[str, Any]) -> str:
+    return "; ".join(
+        f"{q['symbol']} {q['side']} {q['qty']:g} @ {_price(q['entry'])} mark {_price(q['mark'])} "
+        f"liq {_price(q['liquidation_price'])} bkr {_price(q['bankruptcy_price'])}"
+        for q in p.get("positions", ())
     )
 
 
-def render(event: EngineEvent) -> str:
-    """The event for a human: a headline, plus a positions line for warnings and liquidations."""
-    head = f"{format_time(event.ts)}  {event.entity.label()}"
-    asset = event.entity.asset
-    if isinstance(event, MarginWarningRaised):
+def render_payload(p: Mapping[str, Any]) -> str:
+    """An alert payload (interfaces §4) for a human: a headline, plus a positions line for
+    warnings and liquidations."""
+    head = f"{format_time(p['ts'])}  {_label(p)}"
+    asset = p["asset"]
+    margins = f"MB {_num(p['margin_balance'])} MM {_num(p['maintenance_margin'])} {asset}"
+    kind = p["event"]
+    if kind == "margin_warning":
+        body = f"WARNING  level {p['level']:g}  ratio {_ratio(p['margin_ratio'])}  {margins}"
+    elif kind == "margin_recovered":
+        body = f"RECOVERED  ratio {_ratio(p['margin_ratio'])}  {margins}"
+    elif kind == "liquidation":
         body = (
-            f"WARNING  level {event.level:g}  ratio {_ratio(event.margin_ratio)}  "
-            f"MB {_num(event.margin_balance)} MM {_num(event.maintenance_margin)} {asset}"
+            f"LIQUIDATED  loss {_num(p['loss'])} {asset}  "
+            f"shortfall {_num(p['shortfall'])} {asset}  ratio {_ratio(p['margin_ratio'])}"
         )
-        detail = "; ".join(_position(p) for p in event.positions)
-    elif isinstance(event, MarginRecovered):
-        body = (
-            f"RECOVERED  ratio {_ratio(event.margin_ratio)}  "
-            f"MB {_num(event.margin_balance)} MM {_num(event.maintenance_margin)} {asset}"
-        )
-        detail = ""
     else:
-        body = (
-            f"LIQUIDATED  loss {_num(event.loss)} {asset}  "
-            f"shortfall {_num(event.shortfall)} {asset}  ratio {_ratio(event.margin_ratio)}"
-        )
-        detail = "; ".join(_position(p) for p in event.positions)
+        body = kind.upper()
+    detail = _positions(p)
     return f"{head}  {body}" + (f"\n    {detail}" if detail else "")
 
 
+def render_state(p: Mapping[str, Any]) -> str:
+    """A retained state payload (see ``alerts.schema.StatePayload``) in one line."""
+    level = "—" if p.get("level") is None else f"{p['level']:g}"
+    flag = "  LIQUIDATING" if p.get("liquidating") else ""
+    return (
+        f"{format_time(p['ts'])}  {_label(p)}  state: level {level}  "
+        f"ratio {_ratio(p['margin_ratio'])}  MB {_num(p['margin_balance'])} "
+        f"MM {_num(p['maintenance_margin'])} {p['asset']}{flag}"
+    )
+
+
+def render(event: AlertEvent) -> str:
+    """An engine alert event for a human (see :func:`render_payload`)."""
+    return render_payload(to_payload(event))
+
+
+def colour_for(kind: str, text: str) -> str:
+    colour = _COLOURS.get(kind)
+    return f"{colour}{text}{_RESET}" if colour else text
+
+
 class ConsoleSink:
-    """Renders events for a human reading a terminal."""
+    """Renders alert events for a human reading a terminal (state updates are not shown)."""
 
     def __init__(self, stream: TextIO, *, colour: bool | None = None) -> None:
         self._stream = stream
         self._colour = stream.isatty() if colour is None else colour
 
     async def publish(self, event: EngineEvent) -> None:
+        if isinstance(event, StateEvent):
+            return
         text = render(event)
-        if self._colour:
-            text = f"{_COLOURS[event.kind]}{text}{_RESET}"
-        self._stream.write(text + "\n")
+        self._stream.write((colour_for(event.kind, text) if self._colour else text) + "\n")
         self._stream.flush()
 
     async def flush(self) -> None:

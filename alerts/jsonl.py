@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from monitor.events import EngineEvent, to_payload
+from monitor.events import AlertEvent, EngineEvent, StateEvent, to_payload
 
 
-def encode(event: EngineEvent) -> str:
+def encode(event: AlertEvent) -> str:
     """The event's payload as one compact JSON line (without the newline)."""
     return json.dumps(to_payload(event), separators=(",", ":"), allow_nan=False)
 
@@ -22,6 +22,8 @@ class JsonLinesSink:
         self.written = 0
 
     async def publish(self, event: EngineEvent) -> None:
+        if isinstance(event, StateEvent):
+            return  # the JSON Lines sink carries the alert events of interfaces §4 only
         self._stream.write(encode(event) + "\n")
         self.written += 1
 

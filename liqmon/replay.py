@@ -23,6 +23,7 @@ from feeds.normalized import decode, exact_numbers, parse_object, tick_fields
 from liqmon.summary import ReplayStats
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
+from monitor.events import StateEvent
 from monitor.records import ContractRecord, MarkSource, TickRecord
 
 LOGGED_PER_REASON = 10
@@ -157,7 +158,10 @@ async def replay_file(
                     refused(exc, number)
                     continue
                 for event in events:
-                    events_by_kind[event.kind] += 1
+                    if isinstance(event, StateEvent):
+                        stats.state_updates += 1
+                    else:
+                        events_by_kind[event.kind] += 1
                     await sink.publish(event)
             if progress is not None:
                 progress.update(stats)

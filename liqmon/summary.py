@@ -22,6 +22,7 @@ class ReplayStats:
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_lines: dict[str, list[int]] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)
+    state_updates: int = 0
     warnings: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     failure: str | None = None
@@ -46,6 +47,7 @@ class ReplayStats:
             "rejected": dict(self.rejected),
             "rejected_first_lines": self.rejected_lines,
             "events": dict(self.events),
+            "state_updates": self.state_updates,
             "warnings": self.warnings,
             "elapsed_s": round(self.elapsed, 6),
             "failure": self.failure,

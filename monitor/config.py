@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
-from typing import Literal
+from typing import Literal, cast
 
 from monitor.errors import ConfigError
 
@@ -14,6 +14,9 @@ Policy = Literal["close", "hold"]
 
 DEFAULT_LEVELS = (Decimal("0.7"), Decimal("0.8"), Decimal("0.9"))
 DEFAULT_HYSTERESIS = Decimal("0.05")
+STATE_RATIO_FLOOR = 0.01
+"""State moves are measured against at least this ratio, so a near-zero ratio is not
+republished on every tiny change."""
 
 
 def _decimal(name: str, value: object) -> Decimal:
@@ -39,6 +42,10 @@ class EngineConfig:
     levels: tuple[Decimal, ...] = DEFAULT_LEVELS
     hysteresis: Decimal = DEFAULT_HYSTERESIS
     policy: Policy = "close"
+    state_move: Decimal | None = None
+    """Emit :class:`MarginStateChanged` when an entity's margin ratio moved by this fraction of
+    its last published value (at least of a ratio of ``STATE_RATIO_FLOOR``); ``None``: no state
+    events at all (the default: a replay to JSON Lines has no use for them)."""
     levels_f: tuple[float, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +62,11 @@ class EngineConfig:
         hysteresis = _decimal("hysteresis", self.hysteresis)
         if hysteresis < 0:
             raise ConfigError("hysteresis: must be zero or positive")
+        if self.state_move is not None:
+            move = _decimal("state_move", self.state_move)
+            if not Decimal(0) < move < Decimal(1):
+                raise ConfigError("state_move: must lie strictly between 0 and 1, e.g. 0.05")
+            object.__setattr__(self, "state_move", move)
         if self.policy not in ("close", "hold"):
             raise ConfigError(f"policy: must be 'close' or 'hold', not {self.policy!r}")
         object.__setattr__(self, "levels", levels)
@@ -67,6 +79,7 @@ class EngineConfig:
         levels: Iterable[object] | str | None = None,
         hysteresis: object | None = None,
         policy: str | None = None,
+        state_move: object | None = None,
     ) -> EngineConfig:
         """Build from loosely typed values (command line, config file)."""
         if isinstance(levels, str):
@@ -80,7 +93,8 @@ class EngineConfig:
             hysteresis=DEFAULT_HYSTERESIS
             if hysteresis is None
             else _decimal("hysteresis", hysteresis),
-            policy=policy or "close",  # type: ignore[arg-type]
+            policy=cast(Policy, policy or "close"),
+            state_move=None if state_move is None else _decimal("state_move", state_move),
         )
 
     def rearm_threshold(self, level_index: int) -> Decimal:

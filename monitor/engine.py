@@ -38,7 +38,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from monitor.bands import Threshold, bands, respond
-from monitor.config import EngineConfig
+from monitor.config import STATE_RATIO_FLOOR, EngineConfig
 from monitor.contracts import Contract
 from monitor.entity import Entity, Position, measure, measure_exact, symbol_terms
 from monitor.errors import RecordRejected, TickDropped
@@ -47,6 +47,8 @@ from monitor.events import (
     EntityRef,
     LiquidationTriggered,
     MarginRecovered,
+    MarginStateChanged,
+    MarginStateCleared,
     MarginWarningRaised,
     PositionView,
     event_id,
@@ -136,6 +138,8 @@ class Engine:
         self.negative_mm_possible = False
         self._warn_thresholds = tuple(Threshold(1.0, b, rising=True) for b in self._levels_f)
         self._rearm_thresholds = tuple(Threshold(1.0, b, rising=False) for b in self._rearm_f)
+        move = self.config.state_move
+        self._state_move = None if move is None else float(move)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -275,11 +279,14 @@ class Engine:
         if qty != 0:
             new_ref = _entity_ref(record.account, record.symbol, record.side, record.mode, contract)
         touched: list[Entity] = []
+        cleared: list[EngineEvent] = []
         if old is not None and _ref_of(old) != new_ref:
             old_entity = self._entities[_ref_of(old)]
             self._detach(old_entity, old)
             if old_entity.alive:
                 touched.append(old_entity)
+            elif self._state_move is not None:
+                cleared.append(MarginStateCleared(record.ts, old_entity.ref))
         if new_ref is not None:
             entity = self._entities.get(new_ref)
             if entity is None:
@@ -298,7 +305,8 @@ class Engine:
             touched.append(entity)
         for entity in touched:
             entity.liquidating = False
-        return self._evaluate_all(touched, record.ts)
+        events = self._evaluate_all(touched, record.ts)
+        return [*cleared, *events] if cleared else events
 
     # -- state bookkeeping ---------------------------------------------------------------------
 
@@ -350,6 +358,13 @@ class Engine:
         valuation = _Valuation(self, entity)
         if valuation.liquidated():
             events.append(self._liquidate(entity, ts, valuation))
+            if self._state_move is not None:
+                if entity.alive:  # held, marked liquidating: publish that
+                    mb, mm = valuation.mb, valuation.mm
+                    events.append(self._state(entity, ts, mb, mm, mm / mb if mb > 0 else None))
+                    entity.shown_ratio = None  # whatever comes next is news
+                else:
+                    events.append(MarginStateCleared(ts, entity.ref))
             return
         levels_f = self._levels_f
         mb, mm, tolerance = valuation.mb, valuation.mm, valuation.tolerance
@@ -369,7 +384,27 @@ class Engine:
             entity.level = top
             if top < 0:
                 events.append(self._recovered(entity, ts, valuation))
+        if self._state_move is not None:
+            self._track_state(entity, ts, valuation, events)
         self._index(entity, valuation)
+
+    def _state_step(self, shown: float) -> float:
+        """How far the ratio may move from its published value before it is republished."""
+        assert self._state_move is not None  # noqa: S101  # only called with state tracking on
+        return self._state_move * max(shown, STATE_RATIO_FLOOR)
+
+    def _track_state(
+        self, entity: Entity, ts: int, valuation: _Valuation, events: list[EngineEvent]
+    ) -> None:
+        """Emit a state event when the level changed or the ratio moved far enough."""
+        ratio = valuation.mm / valuation.mb  # MB > 0: the entity is not liquidated
+        shown = entity.shown_ratio
+        if (
+            shown is None
+            or entity.level != entity.shown_level
+            or abs(ratio - shown) >= self._state_step(shown)
+        ):
+            events.append(self._state(entity, ts, valuation.mb, valuation.mm, ratio))
 
     def _index(self, entity: Entity, valuation: _Valuation) -> None:
         """Replace the entity's trigger bands with ones computed at the current marks."""
@@ -393,6 +428,13 @@ class Engine:
         if level >= 0 and self._rearm_f[level] > 0.0:
             beta = self._rearm_f[level]
             thresholds.append((self._rearm_thresholds[level], mm - beta * mb - tolerance))
+        shown = entity.shown_ratio
+        if shown is not None and self._state_move is not None:
+            step = self._state_step(shown)
+            up, down = shown + step, shown - step
+            thresholds.append((Threshold(1.0, up, rising=True), up * mb - mm - tolerance))
+            if down > 0.0:
+                thresholds.append((Threshold(1.0, down, rising=False), mm - down * mb - tolerance))
         for symbol, lo, hi in bands(responses, thresholds):
             triggers = self._triggers.get(symbol)
             if triggers is None:
@@ -425,6 +467,22 @@ class Engine:
             if entity.ref.scope == "isolated"
             else None,
             positions=positions,
+        )
+
+    def _state(
+        self, entity: Entity, ts: int, mb: float, mm: float, ratio: float | None
+    ) -> MarginStateChanged:
+        entity.shown_ratio = ratio
+        entity.shown_level = entity.level
+        return MarginStateChanged(
+            ts=ts,
+            entity=entity.ref,
+            level=float(self._levels[entity.level]) if entity.level >= 0 else None,
+            margin_ratio=ratio,
+            margin_balance=mb,
+            maintenance_margin=mm,
+            liquidating=entity.liquidating,
+            positions=self._position_views(entity),
         )
 
     def _recovered(self, entity: Entity, ts: int, valuation: _Valuation) -> MarginRecovered:

@@ -55,6 +55,8 @@ class Entity:
         "level",
         "liquidating",
         "ref",
+        "shown_level",
+        "shown_ratio",
         "sort_key",
         "version",
         "wallet",
@@ -71,6 +73,8 @@ class Entity:
         self.liquidating = False  # under the ``hold`` policy, after a liquidation
         self.version = 0  # bumped whenever its trigger bands are replaced
         self.alive = True
+        self.shown_ratio: float | None = None  # ratio of the last state event (state tracking)
+        self.shown_level = -1
 
     def set_wallet(self, wallet: Decimal) -> None:
         self.wallet = wallet

@@ -115,7 +115,43 @@ class LiquidationTriggered:
     kind = "liquidation"
 
 
-EngineEvent = MarginWarningRaised | MarginRecovered | LiquidationTriggered
+@dataclass(frozen=True, slots=True)
+class MarginStateChanged:
+    """An entity's margin state moved enough to be worth publishing: its alert level changed,
+    it was liquidated under the ``hold`` policy, or its margin ratio moved by the configured
+    relative amount since the last such event (see :attr:`EngineConfig.state_move`).
+
+    Not an alert: it feeds the retained per-entity state that dashboards read. ``level`` is the
+    highest active alert level (``None`` for none). Its numbers come from the float path (within
+    1e-12 relative of exact), unlike alert events.
+    """
+
+    ts: int
+    entity: EntityRef
+    level: float | None
+    margin_ratio: float | None
+    margin_balance: float
+    maintenance_margin: float
+    liquidating: bool
+    positions: tuple[PositionView, ...]
+
+    kind = "margin_state"
+
+
+@dataclass(frozen=True, slots=True)
+class MarginStateCleared:
+    """The entity is gone: its positions all closed, or it was liquidated under ``close``."""
+
+    ts: int
+    entity: EntityRef
+
+    kind = "margin_state_cleared"
+
+
+AlertEvent = MarginWarningRaised | MarginRecovered | LiquidationTriggered
+"""The events of interfaces §4: what the JSON Lines sink writes and MQTT publishes as events."""
+StateEvent = MarginStateChanged | MarginStateCleared
+EngineEvent = AlertEvent | StateEvent
 
 
 def event_id(
@@ -159,7 +195,7 @@ def _positions_payload(positions: tuple[PositionView, ...]) -> list[dict[str, An
     ]
 
 
-def to_payload(event: EngineEvent) -> dict[str, Any]:
+def to_payload(event: AlertEvent) -> dict[str, Any]:
     """The event's wire form (interfaces §4): a JSON-ready dict with numbers as numbers."""
     entity = event.entity
     payload: dict[str, Any] = {

@@ -13,16 +13,20 @@ import json
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
-from importlib import resources
 from typing import TextIO
 
 from alerts.console import ConsoleSink
 from alerts.jsonl import JsonLinesSink
-from alerts.sink import EventSink
+from alerts.mqtt import MqttSink
+from alerts.sink import EventSink, FanOutSink
+from alerts.topics import ALERT_KINDS
 from feeds.brackets import BracketFileError, load_brackets
 from liqmon import __version__, logs
+from liqmon.demo import run_demo
+from liqmon.mqtt_options import add_mqtt_options, mqtt_settings, open_outbox
 from liqmon.replay import progress_for, replay_file
 from liqmon.summary import ReplayStats, render
+from liqmon.tail import tail
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.errors import ConfigError, RecordRefused
@@ -32,7 +36,6 @@ EXIT_OK = 0
 EXIT_UNREADABLE = 1
 EXIT_USAGE = 2
 
-DEMO_SCENARIO = "crash.jsonl"
 DEMO_SPEED = 7200.0
 """The demo's scenario spans 27 hours of real XRP marks; at 7200x that is about 14 seconds."""
 
@@ -112,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the end-of-run summary as JSON to PATH",
     )
     _engine_options(replay)
+    add_mqtt_options(replay, publishing=True)
+
+    tail = commands.add_parser(
+        "tail",
+        help="print alerts (and state) from a broker as they arrive",
+        description="Subscribe to liqmon's alerts on a broker and print them readably.",
+    )
+    tail.add_argument("--account", help="only this account")
+    tail.add_argument("--kind", choices=ALERT_KINDS, help="only this kind of alert")
+    tail.add_argument("--state", action="store_true", help="also print entity state updates")
+    add_mqtt_options(tail, publishing=False)
 
     demo = commands.add_parser(
         "demo",
@@ -129,7 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args: argparse.Namespace, stats: ReplayStats | None = None) -> Engine:
-    config = EngineConfig.from_values(args.levels, args.hysteresis, args.policy)
+    config = EngineConfig.from_values(
+        args.levels,
+        args.hysteresis,
+        args.policy,
+        state_move=args.state_move if args.mqtt else None,
+    )
     engine = Engine(config)
     for path in args.brackets:
         load = load_brackets(path)
@@ -175,36 +194,55 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"liqmon: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
-        result = asyncio.run(
-            replay_file(
-                args.file,
-                engine,
-                sink,
-                speed=args.speed,
-                progress=progress_for(),
+        mqtt = None
+        if args.mqtt:
+            mqtt = MqttSink(
+                mqtt_settings(args),
+                open_outbox(args),
+                version=__version__,
+                drain_timeout_s=args.drain_timeout_s,
             )
-        )
-        asyncio.run(sink.close())
+            sink = FanOutSink(sink, mqtt)
+        result = asyncio.run(_replay(args, engine, sink, mqtt))
         result.warnings[:0] = stats.warnings
         return _finish(result, summary_json)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    scenario = resources.files("liqmon.examples").joinpath(DEMO_SCENARIO)
-    print(
-        "liqmon demo: replaying real XRPUSDT marks of 15–16 Nov 2021 against six sample accounts\n"
-        f"(isolated and cross, linear and inverse), at {args.speed:g}x real time.\n",
-        file=sys.stderr,
-    )
-    engine = Engine()
-    sink = ConsoleSink(sys.stdout)
-    with resources.as_file(scenario) as path:
-        stats = asyncio.run(
-            replay_file(
-                str(path), engine, sink, speed=args.speed, label=f"liqmon demo: {DEMO_SCENARIO}"
+async def _replay(
+    args: argparse.Namespace, engine: Engine, sink: EventSink, mqtt: MqttSink | None
+) -> ReplayStats:
+    """The replay, with the MQTT sink's connection task beside it when there is one."""
+    async with asyncio.TaskGroup() as tasks:
+        if mqtt is not None:
+            tasks.create_task(mqtt.run())
+        try:
+            stats = await replay_file(
+                args.file, engine, sink, speed=args.speed, progress=progress_for()
             )
+        finally:
+            await sink.close()
+    if mqtt is not None:
+        m = mqtt.stats()
+        stats.notes.append(
+            f"mqtt        {m['published']:,} alerts and {m['states_published']:,} states to "
+            f"{m['broker']}, {m['reconnects']} reconnects, outbox depth {m['outbox_depth']:,} "
+            f"(spilled {m['outbox_spilled']:,})"
         )
-    return _finish(stats)
+        if m["outbox_depth"]:
+            stats.warnings.append(
+                f"{m['outbox_depth']:,} messages could not be delivered in time; they stay in "
+                f"the outbox {mqtt.outbox.directory} and are sent on the next start"
+            )
+    return stats
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    asyncio.run(tail(mqtt_settings(args), account=args.account, kind=args.kind, state=args.state))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return _finish(run_demo(args.speed))
 
 
 GC_THRESHOLDS = (10_000, 50, 50)
@@ -221,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return cmd_replay(args)
+        if args.command == "tail":
+            return cmd_tail(args)
         return cmd_demo(args)
     except (ConfigError, BracketFileError) as exc:
         print(f"liqmon: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ class ReplayStats:
     events: Counter[str] = field(default_factory=Counter)
     state_updates: int = 0
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     failure: str | None = None
 
@@ -79,6 +80,7 @@ def render(stats: ReplayStats) -> str:
         lines.append("  rejected    0")
     events = sum(stats.events.values())
     lines.append(f"  events      {events:,}" + (f" ({_counts(stats.events)})" if events else ""))
+    lines.extend(f"  {note}" for note in stats.notes)
     lines.extend(f"  warning     {warning}" for warning in stats.warnings)
     rate = stats.lines / stats.elapsed if stats.elapsed > 0 else 0.0
     lines.append(

@@ -64,6 +64,8 @@ class Contract:
     cum_f: tuple[float, ...] = ()
     mm_can_be_negative: bool = False
     is_inverse: bool = False
+    mmr_min: float = 0.0
+    mmr_max: float = 0.0
     tiers_exact: tuple[tuple[Fraction, Fraction, Fraction], ...] = ()
     """``(floor, mmr, cum)`` per tier as fractions, for the exact path."""
 
@@ -167,5 +169,7 @@ def make_contract(
         cum_f=tuple(float(t.cum) for t in ordered),
         mm_can_be_negative=any(t.cum > t.floor * t.mmr for t in ordered),
         is_inverse=kind == "inverse",
+        mmr_min=float(min(t.mmr for t in ordered)),
+        mmr_max=float(max(t.mmr for t in ordered)),
         tiers_exact=tuple((Fraction(t.floor), Fraction(t.mmr), Fraction(t.cum)) for t in ordered),
     )

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 
-from monitor.bands import Threshold, bands, respond
+from monitor.bands import SymbolCurve, Threshold, bands
 from monitor.config import STATE_RATIO_FLOOR, EngineConfig
 from monitor.contracts import Contract
 from monitor.entity import Entity, Position, measure, measure_exact, symbol_terms
@@ -410,12 +410,12 @@ class Engine:
         """Replace the entity's trigger bands with ones computed at the current marks."""
         entity.version += 1
         prices = self.prices
-        responses = [
-            respond(symbol, [p.leg for p in slots.values()], price)
+        curves = [
+            SymbolCurve(symbol, [p.leg for p in slots.values()], price)
             for symbol, slots in entity.exposures.items()
             if (price := prices.get(symbol)) is not None
         ]
-        if not responses:
+        if not curves:
             return
         mb, mm, tolerance = valuation.mb, valuation.mm, valuation.tolerance
         thresholds = [(_LIQUIDATION, mb - mm - tolerance)]
@@ -435,7 +435,7 @@ class Engine:
             thresholds.append((Threshold(1.0, up, rising=True), up * mb - mm - tolerance))
             if down > 0.0:
                 thresholds.append((Threshold(1.0, down, rising=False), mm - down * mb - tolerance))
-        for symbol, lo, hi in bands(responses, thresholds):
+        for symbol, lo, hi in bands(curves, thresholds):
             triggers = self._triggers.get(symbol)
             if triggers is None:
                 triggers = self._triggers[symbol] = SymbolTriggers()

@@ -1,0 +1,538 @@
+"""The MQTT sink: alerts, state and status on a broker, with nothing lost.
+
+This is the only module that imports aiomqtt (and paho, for MQTT v5 properties).
+
+* **Alerts** (QoS 1, not retained) are appended to the durable :class:`~alerts.outbox.Outbox`
+  first, then published strictly in order, one at a time, each removed only once the broker
+  acknowledged it. A publish that fails or times out is treated as unknown and sent again
+  after reconnecting: delivery is at least once, and subscribers de-duplicate by ``id``.
+* **State** (QoS 1, retained) is coalesced per entity: only the latest state is kept, published
+  at most every ``state_interval_ms`` per entity; a gone entity gets an empty retained message.
+* **Status** (QoS 1, retained): ``online`` on every connect, ``offline`` on a clean shutdown, and
+  ``offline`` as the Last Will when liqmon dies without one.
+* On MQTT v5 every message carries its content type and the event id as a user property; alerts
+  may carry a message expiry. Every payload also carries ``id`` and ``ts`` in its body.
+
+Reconnection uses capped exponential backoff with full jitter and a minimum interval
+(:func:`reconnect_delay`); back-pressure (outbox depth, spilled count, oldest unsent age) is
+logged while a backlog exists and reported by :meth:`MqttSink.stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+import orjson
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from alerts.jsonl import encode
+from alerts.outbox import Outbox, OutboxStats
+from alerts.topics import DEFAULT_PREFIX, event_topic, state_topic, status_topic
+from monitor.errors import ConfigError
+from monitor.events import (
+    EngineEvent,
+    EntityRef,
+    MarginStateChanged,
+    MarginStateCleared,
+    PositionView,
+)
+
+log = structlog.get_logger("liqmon.mqtt")
+
+CONTENT_TYPE = "application/json"
+
+
+class MqttSettings(BaseModel):
+    """Where and how to publish. Build from a URL with :func:`settings_from_url`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    prefix: str = DEFAULT_PREFIX
+    instance: str = "liqmon"
+    event_expiry_s: int | None = Field(default=86_400, ge=1)
+    state_interval_ms: int = Field(default=1_000, ge=0)
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    keepalive_s: int = Field(default=30, ge=5)
+
+    def display_url(self) -> str:
+        """The URL with the password masked: the only form that may appear in logs."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = (
+            f"{self.username}:***@"
+            if self.password
+            else (f"{self.username}@" if self.username else "")
+        )
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def settings_from_url(url: str, **options: Any) -> MqttSettings:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``; ``options`` set the rest."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(
+            "mqtt: expected mqtt://[user[:password]@]host[:port] or mqtts://..., got a URL "
+            f"with scheme {parts.scheme or 'none'!r}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("mqtt: the port in the URL is not a number between 1 and 65535") from None
+    tls = parts.scheme == "mqtts"
+    return MqttSettings(
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        username=unquote(parts.username) if parts.username else None,
+        password=SecretStr(unquote(parts.password)) if parts.password else None,
+        tls=tls,
+        **options,
+    )
+
+
+def reconnect_delay(
+    attempt: int,
+    *,
+    base: float = 0.5,
+    cap: float = 30.0,
+    minimum: float = 0.2,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0, 1, 2, ...): full jitter over an
+    exponentially growing, capped window, never less than ``minimum``."""
+    window = min(cap, base * 2.0**attempt)
+    return max(minimum, window * rand())
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    topic: str
+    payload: bytes  # empty: clear the retained state
+    message_id: str
+
+
+def _positions(positions: tuple[PositionView, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "symbol": p.symbol,
+            "side": p.side,
+            "qty": p.qty,
+            "entry": p.entry,
+            "mark": p.mark,
+            "liquidation_price": p.liquidation_price,
+            "bankruptcy_price": p.bankruptcy_price,
+        }
+        for p in positions
+    ]
+
+
+def state_payload(event: MarginStateChanged) -> dict[str, Any]:
+    """The retained state message of an entity (see ``alerts.schema.StatePayload``)."""
+    entity = event.entity
+    body: dict[str, Any] = {
+        "ts": event.ts,
+        "account": entity.account,
+        "scope": entity.scope,
+        "asset": entity.asset,
+    }
+    if entity.scope == "isolated":
+        body["symbol"] = entity.symbol
+        body["side"] = entity.side
+    body.update(
+        level=event.level,
+        margin_ratio=event.margin_ratio,
+        margin_balance=event.margin_balance,
+        maintenance_margin=event.maintenance_margin,
+        liquidating=event.liquidating,
+        positions=_positions(event.positions),
+    )
+    digest = hashlib.blake2b(orjson.dumps(body), digest_size=10).hexdigest()
+    return {"id": digest, **body}
+
+
+class MqttSink:
+    """See the module docstring. Run :meth:`run` in the service's task group; :meth:`close`
+    makes it drain (within ``drain_timeout_s``), publish ``offline`` and return."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        outbox: Outbox,
+        *,
+        version: str,
+        drain_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self._version = version
+        self._drain_timeout = drain_timeout_s
+        self._clock = clock
+        self._rand = rand
+        self._started_ms = int(clock() * 1000)
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._deadline = float("inf")
+        self._states: dict[EntityRef, _State] = {}
+        self._state_sent_at: dict[EntityRef, float] = {}
+        self._drained = asyncio.Event()
+        self.connected = False
+        self.reconnects = 0
+        self.published = 0
+        self.states_published = 0
+        self.states_coalesced = 0
+        self._last_backlog_log = 0.0
+
+    # -- the sink protocol ---------------------------------------------------------------------
+
+    async def publish(self, event: EngineEvent) -> None:
+        prefix = self.settings.prefix
+        if isinstance(event, MarginStateChanged):
+            payload = state_payload(event)
+            self._keep_state(
+                event.entity,
+                _State(state_topic(prefix, event.entity), orjson.dumps(payload), payload["id"]),
+            )
+        elif isinstance(event, MarginStateCleared):
+            self._keep_state(event.entity, _State(state_topic(prefix, event.entity), b"", ""))
+        else:
+            self.outbox.append(
+                event_topic(prefix, event.kind, event.entity),
+                encode(event).encode(),
+                qos=1,
+                retain=False,
+                message_id=event.id,
+                expiry_s=self.settings.event_expiry_s,
+            )
+        self._drained.clear()
+        self._wake.set()
+
+    def _keep_state(self, entity: EntityRef, state: _State) -> None:
+        if entity in self._states:
+            self.states_coalesced += 1
+        self._states[entity] = state
+
+    async def flush(self) -> None:
+        """Wait until everything accepted so far reached the broker (or the drain deadline)."""
+        if self.outbox.depth == 0 and not self._states:
+            return
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout=self._drain_timeout)
+        except TimeoutError:
+            log.warning("mqtt_flush_timed_out", **self._backlog())
+
+    async def close(self) -> None:
+        """Drain what is pending (bounded by the drain timeout), then stop :meth:`run`."""
+        self._closing = True
+        self._deadline = time.monotonic() + self._drain_timeout
+        self._wake.set()
+
+    def stats(self) -> dict[str, Any]:
+        backlog = self.outbox.stats()
+        return {
+            "broker": self.settings.display_url(),
+            "connected": self.connected,
+            "reconnects": self.reconnects,
+            "published": self.published,
+            "states_published": self.states_published,
+            "states_coalesced": self.states_coalesced,
+            "outbox_depth": backlog.depth,
+            "outbox_spilled": backlog.spilled,
+            "oldest_unsent_age_s": backlog.oldest_unsent_age_s,
+        }
+
+    # -- the connection loop -------------------------------------------------------------------
+
+    def _properties(self, message_id: str, expiry_s: int | None) -> Properties | None:
+        if self.settings.protocol != "5":
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ContentType = CONTENT_TYPE
+        if message_id:
+            props.UserProperty = [("id", message_id)]
+        if expiry_s is not None:
+            props.MessageExpiryInterval = expiry_s
+        return props
+
+    def _status(self, status: str) -> bytes:
+        ts = int(self._clock() * 1000)
+        body = {
+            "ts": ts,
+            "status": status,
+            "instance": self.settings.instance,
+            "version": self._version,
+            "started_at": self._started_ms,
+        }
+        digest = hashlib.blake2b(orjson.dumps(body), digest_size=10).hexdigest()
+        return orjson.dumps({"id": digest, **body})
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        topic = status_topic(s.prefix, s.instance)
+        will = aiomqtt.Will(
+            topic,
+            self._status("offline"),
+            qos=1,
+            retain=True,
+            properties=self._properties("", None),
+        )
+        tls_context: ssl.SSLContext | None = None
+        if s.tls:
+            tls_context = ssl.create_default_context(cafile=s.ca_file)
+            if s.cert_file:
+                tls_context.load_cert_chain(s.cert_file, s.key_file)
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            identifier=f"liqmon-{s.instance}",
+            protocol=(
+                aiomqtt.ProtocolVersion.V5 if s.protocol == "5" else aiomqtt.ProtocolVersion.V311
+            ),
+            will=will,
+            keepalive=s.keepalive_s,
+            timeout=s.publish_timeout_s,
+            tls_context=tls_context,
+        )
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect on failure; return once closed and drained (or out of
+        time, leaving what is left in the outbox for the next start)."""
+        attempt = 0
+        s = self.settings
+        while True:
+            try:
+                async with self._client() as client:
+                    self.connected = True
+                    if attempt:
+                        self.reconnects += 1
+                    attempt = 0
+                    log.info("mqtt_connected", broker=s.display_url(), instance=s.instance)
+                    await self._send(
+                        client,
+                        status_topic(s.prefix, s.instance),
+                        self._status("online"),
+                        retain=True,
+                    )
+                    await self._pump(client)
+                    await self._send(
+                        client,
+                        status_topic(s.prefix, s.instance),
+                        self._status("offline"),
+                        retain=True,
+                    )
+                    self.connected = False
+                    return
+            except aiomqtt.MqttError as exc:
+                self.connected = False
+                if self._closing and time.monotonic() >= self._deadline:
+                    log.warning("mqtt_gave_up_draining", **self._backlog())
+                    return
+                delay = reconnect_delay(attempt, rand=self._rand)
+                attempt += 1
+                log.warning(
+                    "mqtt_disconnected",
+                    broker=s.display_url(),
+                    error=str(exc),
+                    retry_in_s=round(delay, 3),
+                    **self._backlog(),
+                )
+                await self._sleep(delay)
+            finally:
+                self.outbox.persist()
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._closing:
+            seconds = min(seconds, max(0.0, self._deadline - time.monotonic()))
+        await asyncio.sleep(seconds)
+
+    async def _send(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool,
+        message_id: str = "",
+        expiry_s: int | None = None,
+    ) -> None:
+        await client.publish(
+            topic,
+            payload,
+            qos=1,
+            retain=retain,
+            properties=self._properties(message_id, expiry_s),
+            timeout=self.settings.publish_timeout_s,
+        )
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Publish alerts in order, then due states; return when closing and nothing is left."""
+        interval = self.settings.state_interval_ms / 1000.0
+        while True:
+            message = self.outbox.head()
+            if message is not None:
+                await self._send(
+                    client,
+                    message.topic,
+                    message.payload,
+                    retain=message.retain,
+                    message_id=message.message_id,
+                    expiry_s=message.expiry_s,
+                )
+                self.outbox.ack(message.seq)
+                self.published += 1
+                self._log_backlog()
+                continue
+            next_due = await self._publish_due_states(client, interval)
+            if self.outbox.depth == 0 and not self._states:
+                self._drained.set()
+                if self._closing:
+                    return
+            self._wake.clear()
+            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            if self._closing:
+                remaining = max(0.0, self._deadline - time.monotonic())
+                timeout = remaining if timeout is None else min(timeout, remaining)
+                if remaining == 0.0:
+                    log.warning("mqtt_drain_deadline", **self._backlog())
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+
+    async def _publish_due_states(self, client: aiomqtt.Client, interval: float) -> float | None:
+        """Publish states whose entity was not published in the last ``interval``; return when
+        the next waiting one falls due (monotonic), or ``None``."""
+        now = time.monotonic()
+        next_due: float | None = None
+        for entity in list(self._states):
+            due = self._state_sent_at.get(entity, 0.0) + interval
+            if due > now and not self._closing:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            state = self._states[entity]
+            await self._send(
+                client, state.topic, state.payload, retain=True, message_id=state.message_id
+            )
+            if self._states.get(entity) is state:
+                del self._states[entity]
+            if state.payload:
+                self._state_sent_at[entity] = time.monotonic()
+            else:
+                self._state_sent_at.pop(entity, None)
+            self.states_published += 1
+        return next_due
+
+    def _backlog(self) -> dict[str, Any]:
+        stats: OutboxStats = self.outbox.stats()
+        return {
+            "outbox_depth": stats.depth,
+            "outbox_spilled": stats.spilled,
+            "oldest_unsent_age_s": None
+            if stats.oldest_unsent_age_s is None
+            else round(stats.oldest_unsent_age_s, 3),
+            "states_pending": len(self._states),
+        }
+
+    def _log_backlog(self) -> None:
+        now = time.monotonic()
+        if self.outbox.depth > 1000 and now - self._last_backlog_log > 10.0:
+            self._last_backlog_log = now
+            log.info("mqtt_backlog", **self._backlog())
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscribing (liqmon tail, the demo's terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message as a subscriber sees it: the topic, the decoded JSON body (``None`` for an
+    empty retained message, which clears a state) and whether the broker replayed it from its
+    retained store."""
+
+    topic: str
+    body: dict[str, Any] | None
+    retained: bool
+
+
+async def subscribe(
+    settings: MqttSettings,
+    filters: list[str],
+    on_message: Callable[[Received], None],
+    *,
+    ready: asyncio.Event | None = None,
+    identifier: str | None = None,
+) -> None:
+    """Subscribe to ``filters`` (QoS 1) and call ``on_message`` for each message, reconnecting
+    with backoff until cancelled. Messages whose body is not JSON are skipped with a warning.
+    ``ready`` is set once the first subscription is in place."""
+    attempt = 0
+    s = settings
+    while True:
+        try:
+            async with aiomqtt.Client(
+                s.host,
+                s.port,
+                username=s.username,
+                password=s.password.get_secret_value() if s.password else None,
+                identifier=identifier,
+                protocol=(
+                    aiomqtt.ProtocolVersion.V5
+                    if s.protocol == "5"
+                    else aiomqtt.ProtocolVersion.V311
+                ),
+                keepalive=s.keepalive_s,
+                timeout=s.publish_timeout_s,
+            ) as client:
+                for topic_filter in filters:
+                    await client.subscribe(topic_filter, qos=1)
+                attempt = 0
+                if ready is not None:
+                    ready.set()
+                async for message in client.messages:
+                    raw = message.payload
+                    data = raw if isinstance(raw, bytes | bytearray) else str(raw).encode()
+                    body: dict[str, Any] | None = None
+                    if data:
+                        try:
+                            decoded = orjson.loads(data)
+                        except orjson.JSONDecodeError:
+                            log.warning("mqtt_message_not_json", topic=str(message.topic))
+                            continue
+                        if not isinstance(decoded, dict):
+                            continue
+                        body = decoded
+                    on_message(Received(str(message.topic), body, bool(message.retain)))
+        except aiomqtt.MqttError as exc:
+            delay = reconnect_delay(attempt)
+            attempt += 1
+            log.warning(
+                "mqtt_subscriber_disconnected",
+                broker=s.display_url(),
+                error=str(exc),
+                retry_in_s=round(delay, 3),
+            )
+            await asyncio.sleep(delay)

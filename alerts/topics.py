@@ -1,0 +1,67 @@
+"""liqmon's MQTT topic tree, version 1 (documented in ``asyncapi.yaml``).
+
+With the default prefix ``liqmon/v1``::
+
+    liqmon/v1/status/{instance}                                 retained: online / offline
+    liqmon/v1/events/{kind}/{account}/cross/{asset}             QoS 1 alert events
+    liqmon/v1/events/{kind}/{account}/isolated/{symbol}/{side}
+    liqmon/v1/state/{account}/cross/{asset}                     retained: latest state
+    liqmon/v1/state/{account}/isolated/{symbol}/{side}
+
+``kind`` is ``margin_warning``, ``margin_recovered`` or ``liquidation``. A dashboard subscribes to
+``liqmon/v1/events/#`` for every alert, ``liqmon/v1/events/+/alice/#`` for one account's,
+``liqmon/v1/events/liquidation/#`` for one kind, and ``liqmon/v1/state/#`` for the whole book.
+
+Names are used as topic levels after percent-encoding the characters MQTT gives a meaning to
+(``/``, ``+``, ``#``), ``%`` itself and control characters, so an account called ``a/b`` is the
+single level ``a%2Fb`` and can never reach into another account's topics.
+"""
+
+from __future__ import annotations
+
+from monitor.events import EntityRef
+
+DEFAULT_PREFIX = "liqmon/v1"
+ALERT_KINDS = ("margin_warning", "margin_recovered", "liquidation")
+
+
+def level(name: str) -> str:
+    """``name`` as one topic level (see the module docstring)."""
+    if name and all(c not in "/+#%" and c >= " " and c != "\x7f" for c in name):
+        return name
+    return (
+        "".join(f"%{ord(c):02X}" if c in "/+#%" or c < " " or c == "\x7f" else c for c in name)
+        or "%00"
+    )
+
+
+def _entity_path(entity: EntityRef) -> str:
+    if entity.scope == "cross":
+        return f"{level(entity.account)}/cross/{level(entity.asset)}"
+    return (
+        f"{level(entity.account)}/isolated/{level(entity.symbol or '')}/{level(entity.side or '')}"
+    )
+
+
+def event_topic(prefix: str, kind: str, entity: EntityRef) -> str:
+    return f"{prefix}/events/{kind}/{_entity_path(entity)}"
+
+
+def state_topic(prefix: str, entity: EntityRef) -> str:
+    return f"{prefix}/state/{_entity_path(entity)}"
+
+
+def status_topic(prefix: str, instance: str) -> str:
+    return f"{prefix}/status/{level(instance)}"
+
+
+def event_filter(prefix: str, *, account: str | None = None, kind: str | None = None) -> str:
+    """The subscription that selects alert events, optionally of one account and/or kind."""
+    kind_level = kind or "+"
+    if account is None:
+        return f"{prefix}/events/{kind_level}/#"
+    return f"{prefix}/events/{kind_level}/{level(account)}/#"
+
+
+def state_filter(prefix: str, *, account: str | None = None) -> str:
+    return f"{prefix}/state/{level(account)}/#" if account else f"{prefix}/state/#"

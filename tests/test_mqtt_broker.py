@@ -282,7 +282,8 @@ def test_a_plain_mosquitto_sub_receives_exactly_the_json_lines_events(
 ) -> None:
     """The stock command-line subscriber sees the JSON Lines sink's events, byte for byte."""
     binary = shutil.which("mosquitto_sub")
-    if binary is None:
+    stdbuf = shutil.which("stdbuf")  # coreutils: line-buffers mosquitto_sub's output
+    if binary is None or stdbuf is None:
         if os.environ.get("LIQMON_REQUIRE_BROKER"):
             pytest.fail("mosquitto_sub is required (LIQMON_REQUIRE_BROKER is set)")
         pytest.skip("mosquitto_sub is not installed (mosquitto-clients)")
@@ -290,7 +291,7 @@ def test_a_plain_mosquitto_sub_receives_exactly_the_json_lines_events(
     with open(received, "w") as sink:
         subscriber = subprocess.Popen(
             [
-                "stdbuf",  # line-buffered, so that -d's "received SUBACK" shows as it happens
+                stdbuf,  # line-buffered, so that -d's "received SUBACK" shows as it happens
                 "-oL",
                 binary,
                 "-d",

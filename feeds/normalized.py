@@ -40,6 +40,7 @@ from pydantic import (
 from monitor.contracts import Tier, make_contract
 from monitor.errors import MalformedRecord, TierTableError
 from monitor.records import (
+    AccountUpdateRecord,
     BalanceRecord,
     ContractRecord,
     MarginRecord,
@@ -148,6 +149,31 @@ class PositionIn(_Model):
     isolated_wallet: ExactDecimal | None = None
 
 
+class SnapshotBalanceIn(_Model):
+    asset: Name
+    wallet: ExactDecimal
+
+
+class SnapshotPositionIn(_Model):
+    symbol: Name
+    side: Literal["both", "long", "short"]
+    mode: Literal["isolated", "cross"]
+    qty: ExactDecimal
+    entry: ExactDecimal
+    leverage: ExactDecimal
+    isolated_wallet: ExactDecimal | None = None
+
+
+class AccountSnapshotIn(_Model):
+    """liqmon's extension of interfaces §1: every balance and open position of one account."""
+
+    type: Literal["account_snapshot"]
+    ts: Timestamp
+    account: Name
+    balances: list[SnapshotBalanceIn] = Field(max_length=1_000)
+    positions: list[SnapshotPositionIn] = Field(max_length=10_000)
+
+
 class MarginIn(_Model):
     type: Literal["margin"]
     ts: Timestamp
@@ -200,6 +226,10 @@ def parse_position(obj: dict[str, Any]) -> PositionRecord:
         spec = PositionIn.model_validate(obj)
     except ValidationError as exc:
         raise _malformed(exc) from None
+    return _position(spec, spec.ts, spec.account)
+
+
+def _position(spec: PositionIn | SnapshotPositionIn, ts: int, account: str) -> PositionRecord:
     if spec.qty != 0:  # a close (qty 0) needs no meaningful entry or leverage
         _positive("entry", spec.entry)
         _positive("leverage", spec.leverage)
@@ -207,8 +237,8 @@ def parse_position(obj: dict[str, Any]) -> PositionRecord:
     if spec.mode == "isolated" and wallet is None and spec.qty != 0:
         raise MalformedRecord("missing_field", "isolated_wallet is required for isolated positions")
     return PositionRecord(
-        spec.ts,
-        spec.account,
+        ts,
+        account,
         spec.symbol,
         spec.side,
         spec.mode,
@@ -216,6 +246,26 @@ def parse_position(obj: dict[str, Any]) -> PositionRecord:
         spec.entry,
         spec.leverage,
         wallet,
+    )
+
+
+def parse_account_snapshot(obj: dict[str, Any]) -> AccountUpdateRecord:
+    try:
+        spec = AccountSnapshotIn.model_validate(obj)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+    slots = [(p.symbol, p.side) for p in spec.positions]
+    if len(set(slots)) != len(slots):
+        raise MalformedRecord("invalid_field", "positions: a slot (symbol, side) appears twice")
+    assets = [b.asset for b in spec.balances]
+    if len(set(assets)) != len(assets):
+        raise MalformedRecord("invalid_field", "balances: an asset appears twice")
+    return AccountUpdateRecord(
+        spec.ts,
+        spec.account,
+        tuple((b.asset, b.wallet) for b in spec.balances),
+        tuple(_position(p, spec.ts, spec.account) for p in spec.positions),
+        replace=True,
     )
 
 
@@ -286,6 +336,7 @@ _PARSERS = {
     "balance": parse_balance,
     "margin": parse_margin,
     "contract": parse_contract,
+    "account_snapshot": parse_account_snapshot,
 }
 
 

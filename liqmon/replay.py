@@ -24,7 +24,7 @@ from liqmon.summary import ReplayStats
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
 from monitor.events import StateEvent
-from monitor.records import ContractRecord, MarkSource, TickRecord
+from monitor.records import AccountUpdateRecord, ContractRecord, MarkSource, Record, TickRecord
 
 LOGGED_PER_REASON = 10
 log = structlog.get_logger("liqmon.replay")
@@ -138,7 +138,7 @@ async def replay_file(
                         stats.ticks_applied += 1
                     else:
                         record = parse_object(exact_numbers(obj, line))
-                        records[type(record).__name__.removesuffix("Record").lower()] += 1
+                        records[record_kind(record)] += 1
                         if pacer is not None and not isinstance(
                             record, ContractRecord | TickRecord
                         ):
@@ -173,6 +173,13 @@ async def replay_file(
             progress.clear()
         await sink.flush()
     return stats
+
+
+def record_kind(record: Record) -> str:
+    """The record's ``type`` as in the input (``tick``, ``position``, ``account_snapshot``...)."""
+    if isinstance(record, AccountUpdateRecord):
+        return "account_snapshot" if record.replace else "account_update"
+    return type(record).__name__.removesuffix("Record").lower()
 
 
 async def _pace(pacer: Pacer, ts: int) -> None:

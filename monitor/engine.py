@@ -56,6 +56,7 @@ from monitor.events import (
 from monitor.index import SymbolTriggers
 from monitor.margin import EXACT, Leg, solve_price
 from monitor.records import (
+    AccountUpdateRecord,
     BalanceRecord,
     ContractRecord,
     MarginRecord,
@@ -134,7 +135,11 @@ class Engine:
         self._holders: dict[str, dict[EntityRef, Entity]] = {}
         self._triggers: dict[str, SymbolTriggers] = {}
         self._clock = 0
+        self._snapshot_ts: dict[str, int] = {}  # account -> ts of its last full snapshot
         self.events_emitted = 0
+        self.transitions = 0
+        """Counts every change of an entity's alert state, silent ones included (a level lowered
+        within hysteresis): a record that moved it is worth journaling."""
         self.negative_mm_possible = False
         self._warn_thresholds = tuple(Threshold(1.0, b, rising=True) for b in self._levels_f)
         self._rearm_thresholds = tuple(Threshold(1.0, b, rising=False) for b in self._rearm_f)
@@ -181,6 +186,8 @@ class Engine:
             return self._apply_balance(record)
         if isinstance(record, MarginRecord):
             return self._apply_margin(record)
+        if isinstance(record, AccountUpdateRecord):
+            return self._apply_account_update(record)
         return self._apply_contract(record)
 
     def apply_tick(
@@ -261,7 +268,8 @@ class Engine:
         entity.liquidating = False
         return self._evaluate_all([entity], record.ts)
 
-    def _apply_position(self, record: PositionRecord) -> Sequence[EngineEvent]:
+    def _check_position(self, record: PositionRecord) -> Contract:
+        """The record's contract; raises :class:`RecordRejected` if it cannot apply."""
         contract = self.contracts.get(record.symbol)
         if contract is None:
             raise RecordRejected("unknown_symbol", f"no contract for {record.symbol}")
@@ -272,7 +280,77 @@ class Engine:
             raise RecordRejected(
                 "missing_isolated_wallet", "an isolated position needs isolated_wallet"
             )
+        return contract
+
+    def _apply_position(self, record: PositionRecord) -> Sequence[EngineEvent]:
+        contract = self._check_position(record)
         self._tick_clock(record.ts)
+        touched, cleared = self._upsert(record, contract)
+        events = self._evaluate_all(touched, record.ts)
+        return [*cleared, *events] if cleared else events
+
+    def _apply_account_update(self, record: AccountUpdateRecord) -> Sequence[EngineEvent]:
+        """See :class:`AccountUpdateRecord`. Validated as a whole before anything changes."""
+        account = record.account
+        if record.replace:
+            last = self._snapshot_ts.get(account)
+            if last is not None and record.ts < last:
+                raise RecordRejected(
+                    "stale_snapshot", f"{account}: snapshot ts {record.ts} is older than {last}"
+                )
+        contracts = []
+        for position in record.positions:
+            if position.account != account:
+                raise RecordRejected("invalid_field", "every position must be of the account")
+            contracts.append(self._check_position(position))
+        self._tick_clock(record.ts)
+        if record.replace:
+            self._snapshot_ts[account] = record.ts
+        touched: dict[EntityRef, Entity] = {}
+        cleared: list[EngineEvent] = []
+        wallets = dict(record.balances)
+        if record.replace:
+            for _, asset in [k for k in self._balances if k[0] == account]:
+                wallets.setdefault(asset, ZERO)
+        for asset, wallet in wallets.items():
+            self._balances[(account, asset)] = wallet
+            entity = self._entities.get(EntityRef(account, "cross", asset))
+            if entity is not None:
+                entity.set_wallet(wallet)
+                touched[entity.ref] = entity
+        updates = list(zip(record.positions, contracts, strict=True))
+        if record.replace:
+            listed = {(p.symbol, p.side) for p in record.positions}
+            for (acct, symbol, _), old in list(self._positions.items()):
+                if acct == account and (symbol, old.side) not in listed:
+                    close = PositionRecord(
+                        record.ts,
+                        account,
+                        symbol,
+                        old.side,
+                        old.mode,
+                        ZERO,
+                        old.leg.entry,
+                        old.leverage,
+                        None,
+                    )
+                    updates.append((close, old.leg.contract))
+        for position, contract in updates:
+            moved, gone = self._upsert(position, contract)
+            touched.update((e.ref, e) for e in moved)
+            cleared.extend(gone)
+        alive = [e for e in touched.values() if e.alive]
+        for entity in alive:
+            entity.liquidating = False
+        events = self._evaluate_all(alive, record.ts)
+        return [*cleared, *events] if cleared else events
+
+    def _upsert(
+        self, record: PositionRecord, contract: Contract
+    ) -> tuple[list[Entity], list[EngineEvent]]:
+        """Apply a position record to the books without evaluating: the entities it touched,
+        and state-clear events for entities it emptied."""
+        qty = record.qty
         slot = (record.account, record.symbol, record.side)
         old = self._positions.pop(slot, None)
         new_ref: EntityRef | None = None
@@ -293,20 +371,22 @@ class Engine:
                 entity = self._create(new_ref)
             if record.isolated_wallet is not None and record.mode == "isolated":
                 entity.set_wallet(record.isolated_wallet)
+            leverage = record.leverage
+            if leverage == 0 and old is not None:  # not reported (Binance ACCOUNT_UPDATE)
+                leverage = old.leverage
             position = Position(
                 account=record.account,
                 symbol=record.symbol,
                 side=record.side,
                 mode=record.mode,
-                leverage=record.leverage,
+                leverage=leverage,
                 leg=Leg.of(qty, record.entry, contract),
             )
             self._attach(entity, position)
             touched.append(entity)
         for entity in touched:
             entity.liquidating = False
-        events = self._evaluate_all(touched, record.ts)
-        return [*cleared, *events] if cleared else events
+        return touched, cleared
 
     # -- state bookkeeping ---------------------------------------------------------------------
 
@@ -382,6 +462,7 @@ class Engine:
             events.append(self._warning(entity, ts, top, valuation))
         elif h >= 0 and valuation.sign(1, self._rearm_f[h], self._rearm[h]) < 0:
             entity.level = top
+            self.transitions += 1
             if top < 0:
                 events.append(self._recovered(entity, ts, valuation))
         if self._state_move is not None:
@@ -448,6 +529,7 @@ class Engine:
     def _next_id(self, kind: str, ref: EntityRef, ts: int, *facts: object) -> str:
         sequence = self.events_emitted
         self.events_emitted += 1
+        self.transitions += 1
         return event_id(kind, ref, ts, sequence, facts)
 
     def _warning(
@@ -457,6 +539,7 @@ class Engine:
         positions = self._position_views(entity)
         return MarginWarningRaised(
             id=self._next_id("margin_warning", entity.ref, ts, level, mb, mm),
+            seq=self.events_emitted - 1,  # keyword arguments run in order: after _next_id
             ts=ts,
             entity=entity.ref,
             level=float(self._levels[level]),
@@ -489,6 +572,7 @@ class Engine:
         mb, mm = valuation.exact_values()
         return MarginRecovered(
             id=self._next_id("margin_recovered", entity.ref, ts, mb, mm),
+            seq=self.events_emitted - 1,  # keyword arguments run in order: after _next_id
             ts=ts,
             entity=entity.ref,
             margin_ratio=_ratio(mm, mb),
@@ -500,6 +584,7 @@ class Engine:
         mb, mm = valuation.exact_values()
         event = LiquidationTriggered(
             id=self._next_id("liquidation", entity.ref, ts, mb, mm, entity.wallet),
+            seq=self.events_emitted - 1,  # keyword arguments run in order: after _next_id
             ts=ts,
             entity=entity.ref,
             margin_ratio=_ratio(mm, mb),

@@ -12,7 +12,7 @@ and the ``event`` names are part of the public contract.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 Scope = Literal["isolated", "cross"]
@@ -77,6 +77,10 @@ class MarginWarningRaised:
     liquidation_price: float | None
     positions: tuple[PositionView, ...]
 
+    seq: int = field(default=0, compare=False)
+    """The engine's running event number (not published): durable sinks use it to skip, after
+    a crash, events they already wrote."""
+
     kind = "margin_warning"
 
 
@@ -90,6 +94,10 @@ class MarginRecovered:
     margin_ratio: float | None
     margin_balance: float
     maintenance_margin: float
+
+    seq: int = field(default=0, compare=False)
+    """The engine's running event number (not published): durable sinks use it to skip, after
+    a crash, events they already wrote."""
 
     kind = "margin_recovered"
 
@@ -111,6 +119,10 @@ class LiquidationTriggered:
     loss: float
     shortfall: float
     positions: tuple[PositionView, ...]
+
+    seq: int = field(default=0, compare=False)
+    """The engine's running event number (not published): durable sinks use it to skip, after
+    a crash, events they already wrote."""
 
     kind = "liquidation"
 

@@ -106,5 +106,28 @@ class TickRecord(NamedTuple):
         return exact_mark_of(self.mark_text)
 
 
-AccountRecord = BalanceRecord | PositionRecord | MarginRecord
-Record = ContractRecord | BalanceRecord | PositionRecord | MarginRecord | TickRecord
+class AccountUpdateRecord(NamedTuple):
+    """Several balances and positions of one account, applied atomically (validated as a whole,
+    then every touched entity evaluated once, with ``ts``).
+
+    ``replace``: a full account snapshot — balances not listed become 0 and open positions not
+    listed are closed; a snapshot older than the last one applied to the account is rejected.
+    Otherwise a merge (e.g. Binance ``ACCOUNT_UPDATE``, which lists only what changed).
+    """
+
+    ts: int
+    account: str
+    balances: tuple[tuple[str, Decimal], ...]  # (asset, wallet)
+    positions: tuple[PositionRecord, ...]
+    replace: bool
+
+
+AccountRecord = BalanceRecord | PositionRecord | MarginRecord | AccountUpdateRecord
+Record = (
+    ContractRecord
+    | BalanceRecord
+    | PositionRecord
+    | MarginRecord
+    | AccountUpdateRecord
+    | TickRecord
+)

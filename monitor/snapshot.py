@@ -49,6 +49,7 @@ def export_state(engine: Engine) -> dict[str, Any]:
     return {
         "version": SNAPSHOT_VERSION,
         "clock": engine._clock,
+        "snapshot_ts": dict(engine._snapshot_ts),
         "events_emitted": engine.events_emitted,
         "contracts": [
             {
@@ -154,6 +155,7 @@ def restore_state(data: dict[str, Any], config: EngineConfig | None = None) -> E
                 )
                 engine._attach(entity, position)
         engine._clock = int(data["clock"])
+        engine._snapshot_ts = {str(k): int(v) for k, v in data.get("snapshot_ts", {}).items()}
         engine.events_emitted = int(data["events_emitted"])
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise SnapshotError(f"inconsistent snapshot: {exc!r}") from exc

@@ -13,6 +13,7 @@ Reject reasons (stable codes, counted in summaries and metrics):
 ``invalid_json``      not JSON (or not UTF-8)
 ``oversized``         a frame over :data:`MAX_FRAME_BYTES`
 ``unknown_shape``     valid JSON that is not a message this parser knows
+``venue_error``       an error reply of the venue (a refused subscription, a bad request)
 ``invalid_price``     a mark that is not a finite positive number below 1e30
 ``invalid_field``     a missing or mistyped field (symbol, timestamps, ...)
 """

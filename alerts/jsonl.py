@@ -16,15 +16,22 @@ def encode(event: AlertEvent) -> str:
 class JsonLinesSink:
     """Writes each event as one JSON line to a text stream (a file, or stdout)."""
 
-    def __init__(self, stream: TextIO, *, owns_stream: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO, *, owns_stream: bool = False, flush_each: bool = False
+    ) -> None:
+        """``flush_each``: hand every event to the OS at once (the service needs each written
+        event to survive a crash of liqmon before it counts it as written)."""
         self._stream = stream
         self._owns_stream = owns_stream
+        self._flush_each = flush_each
         self.written = 0
 
     async def publish(self, event: EngineEvent) -> None:
         if isinstance(event, StateEvent):
             return  # the JSON Lines sink carries the alert events of interfaces §4 only
         self._stream.write(encode(event) + "\n")
+        if self._flush_each:
+            self._stream.flush()
         self.written += 1
 
     async def flush(self) -> None:

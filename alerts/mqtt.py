@@ -26,7 +26,7 @@ import hashlib
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 import orjson
 import structlog
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -225,6 +226,20 @@ class MqttSink:
                 message_id=event.id,
                 expiry_s=self.settings.event_expiry_s,
             )
+        self._drained.clear()
+        self._wake.set()
+
+    def publish_message(self, topic_suffix: str, body: dict[str, Any]) -> None:
+        """A service message (a rejected input, a feed health event) through the outbox: QoS 1,
+        not retained, in order with the alerts. ``body`` must carry ``id``."""
+        self.outbox.append(
+            f"{self.settings.prefix}/{topic_suffix}",
+            orjson.dumps(body),
+            qos=1,
+            retain=False,
+            message_id=str(body["id"]),
+            expiry_s=self.settings.event_expiry_s,
+        )
         self._drained.clear()
         self._wake.set()
 
@@ -476,24 +491,45 @@ class Received:
     topic: str
     body: dict[str, Any] | None
     retained: bool
+    payload: bytes = b""
+
+
+SESSION_EXPIRY_S = 7 * 86_400
+"""How long the broker keeps a persistent input session (and its queued messages) while liqmon
+is away."""
 
 
 async def subscribe(
     settings: MqttSettings,
     filters: list[str],
-    on_message: Callable[[Received], None],
+    on_message: Callable[[Received], Awaitable[None] | None],
     *,
     ready: asyncio.Event | None = None,
     identifier: str | None = None,
+    persistent: bool = False,
+    raw: bool = False,
 ) -> None:
-    """Subscribe to ``filters`` (QoS 1) and call ``on_message`` for each message, reconnecting
-    with backoff until cancelled. Messages whose body is not JSON are skipped with a warning.
-    ``ready`` is set once the first subscription is in place."""
+    """Subscribe to ``filters`` (QoS 1) and call ``on_message`` for each message (awaiting it
+    when it is a coroutine), reconnecting with backoff until cancelled. ``ready`` is set once
+    the first subscription is in place.
+
+    ``persistent`` (needs ``identifier``): a session the broker keeps across disconnects and
+    restarts of liqmon, and messages are acknowledged only once ``on_message`` returned — a
+    message liqmon did not finish handling is delivered again. (aiomqtt does not expose manual
+    acknowledgement; the paho client under it does.)
+
+    Without ``raw``, bodies are decoded JSON objects and anything else is skipped with a
+    warning; with ``raw``, ``Received.body`` is ``None`` and ``Received.payload`` the bytes.
+    """
     attempt = 0
     s = settings
     while True:
+        connect_properties = None
+        if persistent and s.protocol == "5":
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = SESSION_EXPIRY_S
         try:
-            async with aiomqtt.Client(
+            client = aiomqtt.Client(
                 s.host,
                 s.port,
                 username=s.username,
@@ -506,26 +542,46 @@ async def subscribe(
                 ),
                 keepalive=s.keepalive_s,
                 timeout=s.publish_timeout_s,
-            ) as client:
+                clean_session=(False if persistent and s.protocol != "5" else None),
+                clean_start=(
+                    False if persistent and s.protocol == "5" else MQTT_CLEAN_START_FIRST_ONLY
+                ),
+                properties=connect_properties,
+            )
+            if persistent:
+                client._client.manual_ack_set(True)  # see the docstring
+            async with client:
                 for topic_filter in filters:
                     await client.subscribe(topic_filter, qos=1)
                 attempt = 0
                 if ready is not None:
                     ready.set()
                 async for message in client.messages:
-                    raw = message.payload
-                    data = raw if isinstance(raw, bytes | bytearray) else str(raw).encode()
+                    payload = message.payload
+                    data = (
+                        bytes(payload)
+                        if isinstance(payload, bytes | bytearray)
+                        else str(payload or "").encode()
+                    )
                     body: dict[str, Any] | None = None
-                    if data:
+                    if data and not raw:
                         try:
                             decoded = orjson.loads(data)
                         except orjson.JSONDecodeError:
-                            log.warning("mqtt_message_not_json", topic=str(message.topic))
-                            continue
+                            decoded = None
                         if not isinstance(decoded, dict):
+                            log.warning("mqtt_message_not_json", topic=str(message.topic))
+                            if persistent:
+                                client._client.ack(message.mid, message.qos)
                             continue
                         body = decoded
-                    on_message(Received(str(message.topic), body, bool(message.retain)))
+                    result = on_message(
+                        Received(str(message.topic), body, bool(message.retain), data)
+                    )
+                    if result is not None:
+                        await result
+                    if persistent:
+                        client._client.ack(message.mid, message.qos)
         except aiomqtt.MqttError as exc:
             delay = reconnect_delay(attempt)
             attempt += 1

@@ -119,6 +119,8 @@ class Outbox:
         self._acknowledged = 0
         segments = self._segments()
         self._last_seq = self._acked
+        self.last_message_id: str | None = None
+        """The id of the last message appended (before a restart too)."""
         for path in segments:
             last = self._repair_and_last_seq(path)
             if last is not None:
@@ -153,6 +155,7 @@ class Outbox:
         if self._fsync:
             os.fsync(writer.fileno())
         self._appended += 1
+        self.last_message_id = message_id
         if len(self._window) < self._memory_limit and self._unloaded_from == message.seq:
             self._window.append(message)
             self._unloaded_from = message.seq + 1
@@ -247,7 +250,9 @@ class Outbox:
         last: int | None = None
         for line in data.splitlines():
             try:
-                last = int(orjson.loads(line)["seq"])
+                record = orjson.loads(line)
+                last = int(record["seq"])
+                self.last_message_id = str(record.get("id", ""))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning("outbox_bad_line", segment=path.name)
         return last

@@ -232,7 +232,10 @@ def parse_position(obj: dict[str, Any]) -> PositionRecord:
 def _position(spec: PositionIn | SnapshotPositionIn, ts: int, account: str) -> PositionRecord:
     if spec.qty != 0:  # a close (qty 0) needs no meaningful entry or leverage
         _positive("entry", spec.entry)
-        _positive("leverage", spec.leverage)
+        if spec.leverage < 0:  # 0: not reported, the previous position's leverage is kept
+            raise MalformedRecord(
+                "invalid_field", f"leverage must not be negative: {spec.leverage}"
+            )
     wallet = spec.isolated_wallet if spec.mode == "isolated" else None
     if spec.mode == "isolated" and wallet is None and spec.qty != 0:
         raise MalformedRecord("missing_field", "isolated_wallet is required for isolated positions")
@@ -250,8 +253,10 @@ def _position(spec: PositionIn | SnapshotPositionIn, ts: int, account: str) -> P
 
 
 def parse_account_snapshot(obj: dict[str, Any]) -> AccountUpdateRecord:
+    """``account_snapshot`` (replace) or ``account_update`` (merge): same fields."""
+    replace = obj.get("type") == "account_snapshot"
     try:
-        spec = AccountSnapshotIn.model_validate(obj)
+        spec = AccountSnapshotIn.model_validate({**obj, "type": "account_snapshot"})
     except ValidationError as exc:
         raise _malformed(exc) from None
     slots = [(p.symbol, p.side) for p in spec.positions]
@@ -265,7 +270,7 @@ def parse_account_snapshot(obj: dict[str, Any]) -> AccountUpdateRecord:
         spec.account,
         tuple((b.asset, b.wallet) for b in spec.balances),
         tuple(_position(p, spec.ts, spec.account) for p in spec.positions),
-        replace=True,
+        replace=replace,
     )
 
 
@@ -305,8 +310,9 @@ def parse_tick(obj: dict[str, Any]) -> TickRecord:
 def price_of(raw: object) -> float:
     """A mark price from a JSON string or number: finite, positive, within ``[1e-30, 1e30)``."""
     if isinstance(raw, str):
-        # float() also reads "1_000", " 1.5 " and "nan": refuse what is not plain decimal text
-        if len(raw) > _MAX_DIGITS_TEXT or "_" in raw or raw != raw.strip():
+        # float() also reads "1_000", " 1.5 ", "nan" and non-ASCII digits ("١٢٣"): refuse what
+        # is not plain decimal text
+        if len(raw) > _MAX_DIGITS_TEXT or "_" in raw or raw != raw.strip() or not raw.isascii():
             raise MalformedRecord("invalid_price", f"mark {raw[:40]!r} is not a decimal number")
         try:
             mark = float(raw)
@@ -337,6 +343,7 @@ _PARSERS = {
     "margin": parse_margin,
     "contract": parse_contract,
     "account_snapshot": parse_account_snapshot,
+    "account_update": parse_account_snapshot,
 }
 
 
@@ -391,3 +398,83 @@ def decode(line: str | bytes) -> object:
         return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise MalformedRecord("invalid_json", str(exc)[:120]) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Records back to normalized JSON (the service's journal; parse_line reads them again)
+
+
+def _position_json(p: PositionRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "symbol": p.symbol,
+        "side": p.side,
+        "mode": p.mode,
+        "qty": str(p.qty),
+        "entry": str(p.entry),
+        "leverage": str(p.leverage),
+    }
+    if p.isolated_wallet is not None:
+        out["isolated_wallet"] = str(p.isolated_wallet)
+    return out
+
+
+def record_json(record: Record, mark_text: str | None = None) -> bytes:
+    """One normalized JSON line (without newline) that :func:`parse_line` reads back as an
+    equal record. ``mark_text`` gives a tick's exact decimal text when its ``mark_text`` is not
+    a string (a JSON number kept as its source line)."""
+    if isinstance(record, TickRecord):
+        text = record.mark_text if isinstance(record.mark_text, str) else mark_text
+        if text is None:
+            raise ValueError("a tick without its mark text needs mark_text=")
+        body: dict[str, Any] = {
+            "type": "tick",
+            "ts": record.ts,
+            "symbol": record.symbol,
+            "mark": text,
+        }
+    elif isinstance(record, BalanceRecord):
+        body = {
+            "type": "balance",
+            "ts": record.ts,
+            "account": record.account,
+            "asset": record.asset,
+            "wallet": str(record.wallet),
+        }
+    elif isinstance(record, PositionRecord):
+        body = {
+            "type": "position",
+            "ts": record.ts,
+            "account": record.account,
+            **_position_json(record),
+        }
+    elif isinstance(record, MarginRecord):
+        body = {
+            "type": "margin",
+            "ts": record.ts,
+            "account": record.account,
+            "symbol": record.symbol,
+            "side": record.side,
+            "delta": str(record.delta),
+        }
+    elif isinstance(record, AccountUpdateRecord):
+        body = {
+            "type": "account_snapshot" if record.replace else "account_update",
+            "ts": record.ts,
+            "account": record.account,
+            "balances": [{"asset": a, "wallet": str(w)} for a, w in record.balances],
+            "positions": [_position_json(p) for p in record.positions],
+        }
+    else:
+        c = record.contract
+        body = {
+            "type": "contract",
+            "symbol": c.symbol,
+            "kind": c.kind,
+            "margin_asset": c.margin_asset,
+            "contract_size": str(c.contract_size),
+            "brackets": [
+                {"floor": str(t.floor), "cap": str(t.cap), "mmr": str(t.mmr), "cum": str(t.cum)}
+                for t in c.tiers
+            ],
+        }
+    return orjson.dumps(body)

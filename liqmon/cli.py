@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TextIO
 
 from alerts.console import ConsoleSink
@@ -25,6 +27,8 @@ from liqmon import __version__, logs
 from liqmon.demo import run_demo
 from liqmon.mqtt_options import add_mqtt_options, mqtt_settings, open_outbox
 from liqmon.replay import progress_for, replay_file
+from liqmon.service import run_service
+from liqmon.settings import ServiceSettings, load_settings, masked
 from liqmon.summary import ReplayStats, render
 from liqmon.tail import tail
 from monitor.config import EngineConfig
@@ -126,6 +130,53 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--kind", choices=ALERT_KINDS, help="only this kind of alert")
     tail.add_argument("--state", action="store_true", help="also print entity state updates")
     add_mqtt_options(tail, publishing=False)
+
+    run = commands.add_parser(
+        "run",
+        help="the service: live feed and account records in, alerts out (MQTT, JSON Lines)",
+        description="Run the service. Settings come from --config (TOML), LIQMON_* variables "
+        "and these flags, in increasing precedence; see README.md.",
+    )
+    run.add_argument("--config", type=Path, metavar="FILE", help="a TOML settings file")
+    run.add_argument(
+        "--feed",
+        dest="feed_venue",
+        metavar="VENUE",
+        help="binance-usdm, binance-coinm, bybit or okx",
+    )
+    run.add_argument("--symbols", help="A,B,C or all")
+    run.add_argument("--feed-url", help="override the venue's websocket endpoint")
+    run.add_argument(
+        "--replay",
+        type=Path,
+        metavar="FILE",
+        help="take ticks and records from a recorded file instead of a venue",
+    )
+    run.add_argument("--speed", type=_positive_float, help="pace --replay by record time")
+    run.add_argument(
+        "--exit-at-end", action="store_true", help="with --replay: stop when the file is applied"
+    )
+    run.add_argument(
+        "--accounts", type=Path, metavar="FILE", help="normalized records that seed a fresh start"
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        metavar="EVENTS.jsonl",
+        help="append alert events to this JSON Lines file",
+    )
+    run.add_argument("--mqtt", metavar="URL", help="broker, mqtt://user@host:port")
+    run.add_argument("--state-dir", type=Path, help="snapshot, journal and outbox directory")
+    run.add_argument("--http-port", type=int, help="metrics and health port (0: any free)")
+
+    config = commands.add_parser("config", help="show the effective configuration of 'liqmon run'")
+    config.add_argument("--config", type=Path, metavar="FILE", help="a TOML settings file")
+    config.add_argument(
+        "--print",
+        action="store_true",
+        required=True,
+        help="print the effective settings as JSON, secrets masked",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -241,6 +292,49 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _service_settings(args: argparse.Namespace) -> ServiceSettings:
+    feed: dict[str, object] = {}
+    for flag, key in (
+        ("feed_venue", "venue"),
+        ("symbols", "symbols"),
+        ("feed_url", "url"),
+        ("replay", "replay"),
+        ("speed", "replay_speed"),
+    ):
+        if getattr(args, flag, None) is not None:
+            feed[key] = getattr(args, flag)
+    if getattr(args, "exit_at_end", False):
+        feed["exit_at_end"] = True
+    overrides: dict[str, object] = {}
+    if feed:
+        overrides["feed"] = feed
+    if getattr(args, "mqtt", None):
+        overrides["mqtt"] = {"url": args.mqtt}
+    if getattr(args, "state_dir", None):
+        overrides["state"] = {"dir": args.state_dir}
+    if getattr(args, "http_port", None) is not None:
+        overrides["http"] = {"port": args.http_port}
+    for key in ("accounts", "out"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    return load_settings(args.config, **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _service_settings(args)
+    logs.configure(
+        level=settings.log.level,
+        json={"auto": None, "json": True, "console": False}[settings.log.format],
+    )
+    return run_service(settings)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _service_settings(args)
+    print(json.dumps(masked(settings), indent=2))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     return _finish(run_demo(args.speed))
 
@@ -261,12 +355,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "tail":
             return cmd_tail(args)
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "config":
+            return cmd_config(args)
         return cmd_demo(args)
     except (ConfigError, BracketFileError) as exc:
         print(f"liqmon: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (liqmon ... | head): not an error
+        with contextlib.suppress(OSError):
+            sys.stdout.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

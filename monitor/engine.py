@@ -139,7 +139,8 @@ class Engine:
         self.events_emitted = 0
         self.transitions = 0
         """Counts every change of an entity's alert state, silent ones included (a level lowered
-        within hysteresis): a record that moved it is worth journaling."""
+        within hysteresis), and every published state: an input that moved it is worth
+        journaling."""
         self.negative_mm_possible = False
         self._warn_thresholds = tuple(Threshold(1.0, b, rising=True) for b in self._levels_f)
         self._rearm_thresholds = tuple(Threshold(1.0, b, rising=False) for b in self._rearm_f)
@@ -557,6 +558,7 @@ class Engine:
     ) -> MarginStateChanged:
         entity.shown_ratio = ratio
         entity.shown_level = entity.level
+        self.transitions += 1  # the published state is state too: worth journaling
         return MarginStateChanged(
             ts=ts,
             entity=entity.ref,

@@ -81,6 +81,8 @@ class Collector:
         self.connects.append(bool(getattr(flags, "session_present", False)))
         for topic in self._topics:
             client.subscribe(topic, qos=1)
+        if not self._topics:  # a publisher only: ready once connected
+            self._subscribed.set()
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         props = getattr(message, "properties", None)

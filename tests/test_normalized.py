@@ -417,11 +417,11 @@ def test_bad_bracket_number_is_an_invalid_field(field: str, raw: str) -> None:
         ("entry", "0"),
         ("entry", -61800.3),
         ("leverage", "-25"),
-        ("leverage", 0),
     ],
 )
 def test_impossible_position_value_is_an_invalid_field(field: str, value: object) -> None:
-    """An open position's entry and leverage must be positive."""
+    """An open position's entry must be positive, its leverage not negative (0: not reported,
+    the previous leverage is kept — Binance's ACCOUNT_UPDATE does not carry it)."""
     assert _reason(_line(POSITION, **{field: value})) == "invalid_field"
 
 

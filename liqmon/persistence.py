@@ -1,0 +1,208 @@
+"""Crash safety for the service: a snapshot of the engine plus a journal of what changed it.
+
+Layout of the state directory::
+
+    snapshot.json          the engine state (monitor.snapshot) and service metadata, written
+                           atomically (temporary file, fsync, rename)
+    journal-000007.jsonl   normalized records applied since snapshot generation 7, one per
+                           line (readable by ``liqmon replay`` too)
+    outbox/                the MQTT sink's durable outbox
+
+What is journaled, before its events reach any sink: every account record (balance, position,
+margin, snapshot, update, contract) and every tick that changed an entity's alert state (an
+event, or a level lowered silently within hysteresis). Ticks that changed nothing are not: after
+a restart the engine holds the marks of the snapshot and of journaled ticks, and the next tick of
+each symbol brings them up to date. A snapshot starts a new journal generation and removes the
+older ones (compaction).
+
+Restoring: load the snapshot (or start empty), then re-apply the journal in order. The engine is
+deterministic, so this rebuilds the exact alert state and event counter; the events re-applying
+produces carry their sequence numbers, and each durable sink skips those it already wrote
+(:class:`SinkMark`). A torn last journal line (``kill -9`` during a write) is dropped: it was
+never followed by its events.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import structlog
+
+from feeds.normalized import parse_line
+from monitor.config import EngineConfig
+from monitor.engine import Engine
+from monitor.errors import RecordRefused
+from monitor.records import Record
+from monitor.snapshot import export_state, restore_state
+
+log = structlog.get_logger("liqmon.state")
+
+SNAPSHOT = "snapshot.json"
+JOURNAL_PREFIX = "journal-"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class Restored:
+    """What :meth:`StateStore.restore` found."""
+
+    engine: Engine
+    meta: dict[str, Any]
+    from_snapshot: bool
+    journal_records: list[Record]
+    torn_lines: int
+    last_source_line: int  # the highest ``_line`` (position in a replayed source) journaled
+
+
+class StateStore:
+    """See the module docstring. Owned by the service's engine task."""
+
+    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._generation = 0
+        self._journal: IO[bytes] | None = None
+        self.journaled = 0
+
+    def _journal_path(self, generation: int) -> Path:
+        return self.directory / f"{JOURNAL_PREFIX}{generation:06d}.jsonl"
+
+    def _generations(self) -> list[int]:
+        return sorted(
+            int(p.stem.removeprefix(JOURNAL_PREFIX))
+            for p in self.directory.glob(f"{JOURNAL_PREFIX}*.jsonl")
+        )
+
+    def restore(self, config: EngineConfig) -> Restored:
+        """The engine as it was (or a fresh one) and the journaled records to re-apply."""
+        path = self.directory / SNAPSHOT
+        meta: dict[str, Any] = {}
+        if path.exists():
+            data = orjson.loads(path.read_bytes())
+            engine = restore_state(data["engine"], config)
+            meta = dict(data.get("service", {}))
+            self._generation = int(data["generation"])
+            from_snapshot = True
+        else:
+            engine = Engine(config)
+            from_snapshot = False
+        records: list[Record] = []
+        torn = 0
+        last_line = 0
+        for generation in self._generations():
+            if generation < self._generation:
+                continue
+            for record, source_line in self._read(self._journal_path(generation)):
+                if record is None:
+                    torn += 1
+                    continue
+                records.append(record)
+                last_line = max(last_line, source_line)
+            self._generation = max(self._generation, generation)
+        if torn:
+            log.warning("journal_torn_lines_dropped", count=torn)
+        self._open_journal()
+        return Restored(engine, meta, from_snapshot, records, torn, last_line)
+
+    def _read(self, path: Path) -> Iterator[tuple[Record | None, int]]:
+        """Each journaled record (``None`` for an unreadable line) and its ``_line``."""
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = parse_line(line)
+            except RecordRefused:
+                yield None, 0
+                continue
+            source_line = orjson.loads(line).get("_line", 0)
+            yield record, int(source_line) if isinstance(source_line, int) else 0
+
+    def _open_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+        self._journal = open(self._journal_path(self._generation), "ab")  # noqa: SIM115
+
+    def journal(self, line: bytes) -> None:
+        """Append one normalized record (durable to the OS, or to disk with fsync)."""
+        assert self._journal is not None, "restore() opens the journal"  # noqa: S101
+        self._journal.write(line + b"\n")
+        self._journal.flush()
+        if self._fsync:
+            os.fsync(self._journal.fileno())
+        self.journaled += 1
+
+    def snapshot(self, engine: Engine, meta: dict[str, Any]) -> None:
+        """Write the engine's state, start a new journal generation, drop the old ones."""
+        generation = self._generation + 1
+        data = {"generation": generation, "engine": export_state(engine), "service": meta}
+        write_atomically(self.directory / SNAPSHOT, orjson.dumps(data))
+        self._generation = generation
+        self._open_journal()
+        for old in self._generations():
+            if old < generation:
+                self._journal_path(old).unlink(missing_ok=True)
+        log.info(
+            "state_snapshot",
+            generation=generation,
+            entities=engine.entity_count,
+            journaled_since_last=self.journaled,
+        )
+        self.journaled = 0
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+
+class SinkMark:
+    """The highest event sequence number a durable sink wrote, kept in the state directory.
+
+    Updated after each write. A crash between a write and its update is resolved at start with
+    the sink's own record of its last event id (:meth:`settle`), so a sink never writes an
+    event twice or skips one.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self._path = directory / f"sink-{name}.seq"
+        try:
+            self.seq = int(self._path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            self.seq = -1
+
+    def settle(self, seq: int, event_id: str, last_written_id: str | None) -> None:
+        """Called for the regenerated event right after the mark: if the sink already holds
+        it (its last written id), the mark was simply not updated before the crash."""
+        if seq == self.seq + 1 and last_written_id == event_id:
+            self.advance(seq)
+
+    def advance(self, seq: int) -> None:
+        """Record ``seq`` (replaced atomically: a kill mid-write must not reset the mark)."""
+        self.seq = seq
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        tmp.write_text(f"{seq}\n")
+        os.replace(tmp, self._path)

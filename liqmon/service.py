@@ -1,0 +1,503 @@
+"""``liqmon run``: the long-running service. Thin wiring around the pure engine.
+
+One :class:`asyncio.TaskGroup` owns every task: the MQTT sink's connection, the HTTP endpoint,
+the tick source (a venue feed, or a recorded file), the account-input subscription, the feed
+health clock, and the engine loop. Producers put inputs on one bounded queue (back-pressure: a
+full queue makes them wait); the engine loop is the queue's only consumer, so the engine is never
+touched concurrently.
+
+For each input the engine loop: applies it; journals it if it was an account record or changed
+an entity's alert state (before any event leaves); hands the events to the sinks, which skip
+what they already wrote before a crash (:class:`GuardedSink`); and, every
+``state.snapshot_interval_s``, snapshots the state and compacts the journal. An account message
+from MQTT is acknowledged to the broker only after it was journaled, so one in flight during a
+crash is delivered again.
+
+SIGTERM (or Ctrl-C) stops intake, drains the queue, snapshots, flushes the outbox to the broker
+(bounded by its drain timeout), publishes ``offline`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from alerts.jsonl import JsonLinesSink
+from alerts.mqtt import MqttSink, Received, subscribe
+from alerts.outbox import Outbox
+from alerts.sink import EventSink
+from feeds.accounts import parse_account_update
+from feeds.brackets import load_brackets
+from feeds.files import read_lines
+from feeds.normalized import (
+    decode,
+    exact_numbers,
+    parse_line,
+    parse_object,
+    record_json,
+    tick_fields,
+)
+from liqmon import __version__
+from liqmon.ops import Metrics, serve
+from liqmon.persistence import SinkMark, StateStore
+from liqmon.settings import ServiceSettings
+from monitor.engine import Engine
+from monitor.errors import RecordRefused, TickDropped
+from monitor.events import EngineEvent, StateEvent
+from monitor.records import ContractRecord, MarginRecord, MarkSource, Record, TickRecord
+from monitor.snapshot import mark_text
+
+log = structlog.get_logger("liqmon.service")
+
+QUEUE_SIZE = 10_000
+SNAPSHOT_CHECK_S = 1.0
+
+
+@dataclass(slots=True)
+class Input:
+    """One thing for the engine: a record, or a tick (kept unpacked: the hot path)."""
+
+    source: str
+    record: Record | None = None
+    symbol: str = ""
+    mark: float = 0.0
+    text: MarkSource = ""
+    ts: int = 0
+    line: int | None = None  # position in a replayed file (to resume after a restart)
+    raw: bytes = b""
+    handled: asyncio.Future[None] | None = None  # set once journaled (MQTT acknowledgement)
+
+
+class GuardedSink:
+    """A durable sink that skips events it already wrote before a restart (see
+    :class:`~liqmon.persistence.SinkMark`). State events pass unguarded (they are retained
+    latest-values, and regenerated ones are current)."""
+
+    def __init__(self, inner: EventSink, mark: SinkMark, last_written_id: str | None) -> None:
+        self.inner = inner
+        self.mark = mark
+        self._last_written_id = last_written_id
+
+    async def publish(self, event: EngineEvent) -> None:
+        if isinstance(event, StateEvent):
+            await self.inner.publish(event)
+            return
+        self.mark.settle(event.seq, event.id, self._last_written_id)
+        if event.seq <= self.mark.seq:
+            return
+        await self.inner.publish(event)
+        self.mark.advance(event.seq)
+
+    async def flush(self) -> None:
+        await self.inner.flush()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _last_line_id(path: Path) -> str | None:
+    """The ``id`` of the last event line of a JSON Lines file (read from its end)."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, 2)
+            size = stream.tell()
+            stream.seek(max(0, size - 65_536))
+            lines = stream.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+            return str(orjson.loads(line)["id"])
+    return None
+
+
+@dataclass
+class Health:
+    restored: bool = False
+    feed_connected: bool | None = None  # None: no feed configured
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """See the module docstring."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.health = Health()
+        self.queue: asyncio.Queue[Input] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self.stopping = asyncio.Event()
+        self.store = StateStore(settings.state.dir, fsync=settings.state.fsync)
+        self.engine = Engine(settings.engine.config())
+        self.metrics.watch(lambda: self.engine)
+        self.sinks: list[EventSink] = []
+        self.mqtt: MqttSink | None = None
+        self.replay_line = 0
+        self._margin_keys: set[tuple[str, str, str, str, int]] = set()
+        self._dirty_marks: dict[str, Input] = {}  # the last tick of symbols not yet journaled
+        self._last_snapshot = time.monotonic()
+        self.http_port: int | None = None
+        self._ready_http = asyncio.Event()
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def _open_sinks(self) -> None:
+        state_dir = self.settings.state.dir
+        if self.settings.out is not None:
+            out = self.settings.out
+            stream = open(out, "a", encoding="utf-8")  # noqa: SIM115  # closed by the sink
+            self.sinks.append(
+                GuardedSink(
+                    JsonLinesSink(stream, owns_stream=True, flush_each=True),
+                    SinkMark(state_dir, "jsonl"),
+                    _last_line_id(out),
+                )
+            )
+        if self.settings.mqtt.url:
+            outbox = Outbox(state_dir / "outbox", fsync=self.settings.state.fsync)
+            self.mqtt = MqttSink(self.settings.mqtt.client_settings(), outbox, version=__version__)
+            self.sinks.append(
+                GuardedSink(self.mqtt, SinkMark(state_dir, "mqtt"), outbox.last_message_id)
+            )
+
+    async def _publish(self, events: list[EngineEvent]) -> None:
+        for event in events:
+            if not isinstance(event, StateEvent):
+                self.metrics.events.labels(event.kind).inc()
+            for sink in self.sinks:
+                await sink.publish(event)
+
+    async def restore(self) -> None:
+        """Snapshot + journal, then the seeds of a fresh start (brackets, --accounts)."""
+        restored = self.store.restore(self.settings.engine.config())
+        self.engine = restored.engine
+        self.replay_line = int(restored.meta.get("replay_line", 0))
+        replayed: list[EngineEvent] = []
+        for record in restored.journal_records:
+            with contextlib.suppress(RecordRefused):
+                replayed.extend(self.engine.apply(record))
+            if isinstance(record, MarginRecord):
+                self._margin_keys.add(_margin_key(record))
+        await self._publish(replayed)  # the guarded sinks send only what never left
+        self.replay_line = max(self.replay_line, restored.last_source_line)
+        log.info(
+            "state_restored",
+            from_snapshot=restored.from_snapshot,
+            journal_records=len(restored.journal_records),
+            entities=self.engine.entity_count,
+            events_reemitted=len(replayed),
+            replay_line=self.replay_line,
+        )
+        if not restored.from_snapshot and not restored.journal_records:
+            await self._seed()
+        self.health.restored = True
+
+    async def _seed(self) -> None:
+        for path in self.settings.brackets:
+            load = load_brackets(path)
+            for contract in load.contracts:
+                await self._apply(Input(source="brackets", record=ContractRecord(contract)))
+        if self.settings.accounts is not None:
+            for number, line in read_lines(self.settings.accounts):
+                try:
+                    record = parse_line(line)
+                except RecordRefused as exc:
+                    self.metrics.rejected.labels("accounts_file", exc.reason).inc()
+                    log.warning(
+                        "seed_record_refused", line=number, reason=exc.reason, detail=exc.detail
+                    )
+                    continue
+                await self._apply(Input(source="accounts_file", record=record, raw=line))
+
+    # -- the engine loop -----------------------------------------------------------------------
+
+    async def _apply(self, item: Input) -> None:
+        engine = self.engine
+        before = engine.transitions
+        started = time.perf_counter()
+        record = item.record
+        try:
+            if record is None:
+                events = list(engine.apply_tick(item.symbol, item.mark, item.text, item.ts))
+                self.metrics.ticks.labels(item.source).inc()
+                self._dirty_marks[item.symbol] = item
+            else:
+                if isinstance(record, MarginRecord) and item.source == "mqtt":
+                    key = _margin_key(record)
+                    if key in self._margin_keys:
+                        log.info(
+                            "margin_redelivery_skipped",
+                            account=record.account,
+                            symbol=record.symbol,
+                            ts=record.ts,
+                        )
+                        return
+                events = list(engine.apply(record))
+                self.metrics.records.labels(type(record).__name__.removesuffix("Record")).inc()
+        except TickDropped as exc:
+            self.metrics.dropped.labels(exc.reason).inc()
+            return
+        except RecordRefused as exc:
+            self._reject(item, exc)
+            return
+        finally:
+            self.metrics.apply_seconds.labels("tick" if record is None else "record").observe(
+                time.perf_counter() - started
+            )
+        if record is not None or engine.transitions != before:
+            self._journal(item)
+            if isinstance(record, MarginRecord):
+                self._margin_keys.add(_margin_key(record))
+        if events:
+            await self._publish(events)
+
+    def _journal(self, item: Input) -> None:
+        """Journal an input that changed state, preceded by the current mark of every symbol
+        that ticked since the last journal write: re-applying the journal must value each
+        record at the marks it was valued at."""
+        for symbol, tick in self._dirty_marks.items():
+            if symbol != item.symbol or item.record is not None:
+                self._write_journal(tick)
+        self._dirty_marks.clear()
+        self._write_journal(item)
+
+    def _write_journal(self, item: Input) -> None:
+        record = item.record
+        if record is None:
+            record = TickRecord(item.ts, item.symbol, item.mark, mark_text(item.text))
+        line = record_json(record)
+        if item.line is not None:
+            line = line[:-1] + b',"_line":' + str(item.line).encode() + b"}"
+        self.store.journal(line)
+        self.metrics.journaled.inc()
+
+    def _reject(self, item: Input, exc: RecordRefused) -> None:
+        self.metrics.rejected.labels(item.source, exc.reason).inc()
+        log.warning(
+            "input_rejected",
+            source=item.source,
+            reason=exc.reason,
+            detail=exc.detail,
+            line=item.line,
+        )
+        if self.mqtt is not None and item.source == "mqtt":
+            now_ms = int(time.time() * 1000)
+            body = {
+                "ts": now_ms,
+                "source": item.source,
+                "reason": exc.reason,
+                "detail": exc.detail,
+                "payload": item.raw[:4096].decode("utf-8", "replace"),
+            }
+            body = {"id": _digest(body), **body}
+            self.mqtt.publish_message("rejects", body)
+
+    async def _engine_loop(self) -> None:
+        queue = self.queue
+        while not (self.stopping.is_set() and queue.empty()):
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=SNAPSHOT_CHECK_S)
+            except TimeoutError:
+                item = None
+            if item is not None:
+                try:
+                    await self._apply(item)
+                finally:
+                    if item.line is not None:
+                        self.replay_line = max(self.replay_line, item.line)
+                    if item.handled is not None and not item.handled.done():
+                        item.handled.set_result(None)
+                self.metrics.queue_depth.set(queue.qsize())
+            if time.monotonic() - self._last_snapshot >= self.settings.state.snapshot_interval_s:
+                self.snapshot()
+            self._report_sinks()
+
+    def snapshot(self) -> None:
+        self.store.snapshot(self.engine, {"replay_line": self.replay_line})
+        self._dirty_marks.clear()  # the snapshot holds every mark
+        self._last_snapshot = time.monotonic()
+        self.metrics.snapshots.inc()
+
+    def _report_sinks(self) -> None:
+        if self.mqtt is not None:
+            stats = self.mqtt.outbox.stats()
+            self.metrics.outbox_depth.set(stats.depth)
+            self.metrics.outbox_spilled.set(stats.spilled)
+            self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
+
+    # -- producers -----------------------------------------------------------------------------
+
+    async def _put(self, item: Input) -> None:
+        await self.queue.put(item)
+
+    async def _replay_source(self, path: Path, speed: float | None) -> None:
+        """Normalized records and ticks from a file, resuming after the last applied line."""
+        resume = self.replay_line
+        origin: tuple[int, float] | None = None
+        for number, line in await asyncio.to_thread(lambda: list(read_lines(path))):
+            if number <= resume:
+                continue
+            if self.stopping.is_set():
+                return
+            ts: int | None
+            try:
+                obj = decode(line)
+                if type(obj) is dict and obj.get("type") == "tick":
+                    symbol, mark, raw, ts = tick_fields(obj)
+                    item = Input(
+                        source="replay",
+                        symbol=symbol,
+                        mark=mark,
+                        text=raw if isinstance(raw, str) else line,
+                        ts=ts,
+                        line=number,
+                    )
+                else:
+                    record = parse_object(exact_numbers(obj, line))
+                    item = Input(source="replay", record=record, line=number, raw=line)
+                    ts = getattr(record, "ts", None)
+            except RecordRefused as exc:
+                self.metrics.rejected.labels("replay", exc.reason).inc()
+                self.replay_line = max(self.replay_line, number)
+                continue
+            if speed and ts is not None:
+                now = time.monotonic()
+                if origin is None:
+                    origin = (ts, now)
+                due = origin[1] + (ts - origin[0]) / 1000.0 / speed
+                if due > now:
+                    await asyncio.sleep(due - now)
+            await self._put(item)
+        log.info("replay_source_finished", path=str(path))
+        if self.settings.feed.exit_at_end:
+            self.stop()  # the engine loop drains the queue before it stops
+
+    async def _account_input(self) -> None:
+        """Account records from the trading system over MQTT (see asyncapi.yaml)."""
+        settings = self.settings.mqtt.client_settings()
+        prefix = settings.prefix
+        loop = asyncio.get_running_loop()
+
+        async def handle(message: Received) -> None:
+            item = self._account_item(message, prefix)
+            if item is None:
+                return
+            item.handled = loop.create_future()
+            await self._put(item)
+            await item.handled  # acknowledged to the broker once journaled
+
+        await subscribe(
+            settings,
+            [f"{prefix}/in/#"],
+            handle,
+            identifier=f"liqmon-{settings.instance}-in",
+            persistent=True,
+            raw=True,
+        )
+
+    def _account_item(self, message: Received, prefix: str) -> Input | None:
+        topic = message.topic.removeprefix(f"{prefix}/in/")
+        raw = message.payload
+        try:
+            if topic == "records":
+                record = parse_line(raw)
+            elif topic.startswith("binance/"):
+                account = topic.removeprefix("binance/")
+                record = parse_account_update(decode(raw), account)
+            else:
+                raise RecordRefused("unknown_topic", f"no input topic {message.topic}")
+        except RecordRefused as exc:
+            self._reject(Input(source="mqtt", raw=raw), exc)
+            return None
+        return Input(source="mqtt", record=record, raw=raw)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _readiness(self) -> str | None:
+        if not self.health.restored:
+            return "restoring state"
+        if self.mqtt is not None and not self.mqtt.connected:
+            return "not connected to the broker"
+        if self.health.feed_connected is False:
+            return "feed not connected"
+        return None
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        self._open_sinks()
+        if install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                side: list[asyncio.Task[None]] = []
+                if self.mqtt is not None:
+                    tasks.create_task(self.mqtt.run())
+                http = self.settings.http
+                if http.enabled:
+                    bound: list[int] = []
+                    side.append(
+                        tasks.create_task(
+                            serve(
+                                http.host,
+                                http.port,
+                                self.metrics,
+                                self._readiness,
+                                started=self._ready_http,
+                                bound=bound,
+                            )
+                        )
+                    )
+                    await self._ready_http.wait()
+                    self.http_port = bound[0] if bound else http.port
+                await self.restore()
+                side.extend(tasks.create_task(p) for p in self._producers())
+                await self._engine_loop()
+                for task in side:
+                    task.cancel()
+                self.snapshot()
+                for sink in self.sinks:
+                    await sink.close()
+        finally:
+            self.store.close()
+        log.info("service_stopped")
+        return 0
+
+    def _producers(self) -> list[Coroutine[Any, Any, None]]:
+        producers: list[Coroutine[Any, Any, None]] = []
+        feed = self.settings.feed
+        if feed.replay is not None:
+            producers.append(self._replay_source(feed.replay, feed.replay_speed))
+        if self.settings.mqtt.url and self.settings.mqtt.accounts_input:
+            producers.append(self._account_input())
+        return producers
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does)."""
+        if not self.stopping.is_set():
+            log.info("service_stopping")
+            self.stopping.set()
+
+
+def _margin_key(record: MarginRecord) -> tuple[str, str, str, str, int]:
+    """Identifies a margin record, to recognise a redelivered one (identical content and ts)."""
+    return (record.account, record.symbol, record.side, str(record.delta), record.ts)
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.blake2b(orjson.dumps(body), digest_size=10).hexdigest()
+
+
+def run_service(settings: ServiceSettings) -> int:
+    """The ``liqmon run`` entry point."""
+    return asyncio.run(Service(settings).run())

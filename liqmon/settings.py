@@ -1,0 +1,239 @@
+"""Settings of ``liqmon run``: a TOML file and/or ``LIQMON_*`` environment variables.
+
+Precedence, highest first: command-line flags, environment, the ``--config`` file, defaults.
+Nested settings use ``__`` in variable names (``LIQMON_MQTT__URL``, ``LIQMON_FEED__VENUE``);
+lists are JSON (``LIQMON_FEED__SYMBOLS='["BTCUSDT","ETHUSDT"]'``) or comma-separated for
+symbols. Secrets (the MQTT password) come from the environment or from a file
+(``mqtt.password_file``, e.g. a Docker secret) and are masked wherever settings are shown.
+
+An unknown key (in the file, or a ``LIQMON_SECTION__KEY`` variable of a known section) is an
+error too, so a typo is never silently ignored. A bad setting fails at start with one message
+naming it::
+
+    liqmon: invalid setting mqtt.url (LIQMON_MQTT__URL or [mqtt] url): expected mqtt://...
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from alerts.mqtt import MqttSettings, settings_from_url
+from alerts.topics import DEFAULT_PREFIX
+from monitor.config import EngineConfig
+from monitor.errors import ConfigError
+
+Venue = Literal["binance-usdm", "binance-coinm", "bybit", "okx"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineSection(_Section):
+    levels: str = "0.7,0.8,0.9"
+    hysteresis: Decimal = Decimal("0.05")
+    policy: Literal["close", "hold"] = "hold"
+    """A sidecar follows the trading system: it holds liquidated positions until told."""
+    state_move: Decimal = Decimal("0.05")
+
+    def config(self) -> EngineConfig:
+        return EngineConfig.from_values(self.levels, self.hysteresis, self.policy, self.state_move)
+
+
+class FeedSection(_Section):
+    venue: Venue | None = None
+    """None: no live feed (ticks come from ``replay`` instead, or only account records)."""
+    symbols: list[str] | Literal["all"] = "all"
+    url: str | None = None
+    expected_interval_ms: int = Field(default=1_000, ge=10)
+    stale_after: float = Field(default=5.0, gt=1.0)
+    """A symbol is stale after this many expected intervals without a mark."""
+    price_source: Literal["mark", "trade", "mid"] = "mark"
+    replay: Path | None = None
+    """A recorded file to use as the tick source instead of a venue (tests, dry runs)."""
+    replay_speed: float | None = Field(default=None, gt=0)
+    exit_at_end: bool = False
+    """With ``replay``: stop (gracefully) once the file is applied."""
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and value != "all":
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+
+class MqttSection(_Section):
+    url: str | None = None
+    """``mqtt://user@host:port`` or ``mqtts://...``; None: no MQTT (alerts to --out only)."""
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    instance: str = Field(default_factory=lambda: socket.gethostname() or "liqmon")
+    state_interval_ms: int = Field(default=1_000, ge=0)
+    event_expiry_s: int = Field(default=86_400, ge=1)
+    accounts_input: bool = True
+    """Subscribe to the account input topics (``{prefix}/in/...``)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                settings_from_url(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("mqtt: ")) from None
+        return value
+
+    def client_settings(self) -> MqttSettings:
+        assert self.url is not None  # noqa: S101  # only called when MQTT is configured
+        password = self.password
+        if password is None and self.password_file is not None:
+            password = SecretStr(self.password_file.read_text().strip())
+        settings = settings_from_url(
+            self.url,
+            protocol=self.protocol,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            prefix=self.prefix,
+            instance=self.instance,
+            state_interval_ms=self.state_interval_ms,
+            event_expiry_s=self.event_expiry_s,
+        )
+        return settings.model_copy(update={"password": password}) if password else settings
+
+
+class StateSection(_Section):
+    dir: Path = Path("liqmon-state")
+    """Snapshot, journal and outbox live here; keep it on a persistent volume."""
+    snapshot_interval_s: float = Field(default=60.0, gt=0)
+    fsync: bool = False
+    """fsync journal and outbox writes (survives power loss, not just a crash of liqmon)."""
+
+
+class HttpSection(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class ServiceSettings(BaseSettings):
+    """Everything ``liqmon run`` needs (see the module docstring)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LIQMON_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    engine: EngineSection = Field(default_factory=EngineSection)
+    feed: FeedSection = Field(default_factory=FeedSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    state: StateSection = Field(default_factory=StateSection)
+    http: HttpSection = Field(default_factory=HttpSection)
+    log: LogSection = Field(default_factory=LogSection)
+    accounts: Path | None = None
+    """Normalized records (contracts, balances, positions, snapshots) to seed a fresh start."""
+    brackets: list[Path] = Field(default_factory=list)
+    out: Path | None = None
+    """A JSON Lines file the alert events are appended to."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls, cls._file_data())
+
+    @classmethod
+    def _file_data(cls) -> dict[str, Any]:
+        """The ``--config`` file's content (a subclass made by :func:`load_settings` has it)."""
+        return {}
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Already-parsed TOML data, below the environment in precedence."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from exc
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> ServiceSettings:
+    """Settings from defaults, the TOML file, the environment and ``overrides`` (command-line
+    flags, as nested dicts). Raises :class:`ConfigError` with one message naming the setting."""
+    data = _read_toml(config_file) if config_file is not None else {}
+
+    class Configured(ServiceSettings):
+        @classmethod
+        def _file_data(cls) -> dict[str, Any]:
+            return data
+
+    try:
+        return Configured(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:3]:
+        path = ".".join(str(part) for part in error["loc"])
+        env = "LIQMON_" + "__".join(str(part).upper() for part in error["loc"])
+        section, _, key = path.rpartition(".")
+        where = f"[{section}] {key}" if section else key
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        problems.append(f"invalid setting {path} ({env} or {where}): {message}")
+    more = len(exc.errors()) - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
+def masked(settings: ServiceSettings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets masked (``liqmon config --print``)."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    if settings.mqtt.password is not None:
+        data["mqtt"]["password"] = "***"  # noqa: S105  # the mask, not a password
+    url = settings.mqtt.url
+    if url:
+        data["mqtt"]["url"] = settings_from_url(url).display_url()
+    return data

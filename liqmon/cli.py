@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -168,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", metavar="URL", help="broker, mqtt://user@host:port")
     run.add_argument("--state-dir", type=Path, help="snapshot, journal and outbox directory")
     run.add_argument("--http-port", type=int, help="metrics and health port (0: any free)")
+
+    health = commands.add_parser(
+        "health", help="probe a running service's /healthz (or /readyz): exit 0 when it answers"
+    )
+    health.add_argument("--host", default="127.0.0.1")
+    health.add_argument("--port", type=int, default=9108)
+    health.add_argument("--ready", action="store_true", help="probe /readyz instead")
 
     config = commands.add_parser("config", help="show the effective configuration of 'liqmon run'")
     config.add_argument("--config", type=Path, metavar="FILE", help="a TOML settings file")
@@ -329,6 +337,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_service(settings)
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    path = "/readyz" if args.ready else "/healthz"
+    try:
+        with socket.create_connection((args.host, args.port), timeout=3) as conn:
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode())
+            status = conn.recv(64).split(b" ", 2)[1:2]
+    except OSError as exc:
+        print(f"liqmon: {args.host}:{args.port}{path}: {exc}", file=sys.stderr)
+        return 1
+    return EXIT_OK if status == [b"200"] else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _service_settings(args)
     print(json.dumps(masked(settings), indent=2))
@@ -359,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "config":
             return cmd_config(args)
+        if args.command == "health":
+            return cmd_health(args)
         return cmd_demo(args)
     except (ConfigError, BracketFileError) as exc:
         print(f"liqmon: {exc}", file=sys.stderr)

@@ -24,7 +24,11 @@ from alerts.mqtt import MqttSink
 from alerts.sink import EventSink, FanOutSink
 from alerts.topics import ALERT_KINDS
 from feeds.brackets import BracketFileError, load_brackets
+from feeds.captures import FORMATS, detect_format
+from feeds.files import UnreadableFile
+from feeds.frames import VENUES
 from liqmon import __version__, logs
+from liqmon.capture_replay import replay_capture
 from liqmon.demo import run_demo
 from liqmon.mqtt_options import add_mqtt_options, mqtt_settings, open_outbox
 from liqmon.replay import progress_for, replay_file
@@ -120,6 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the end-of-run summary as JSON to PATH",
     )
     _engine_options(replay)
+    capture = replay.add_argument_group("exchange-native captures")
+    capture.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help="the file's format (default: recognised from its first lines)",
+    )
+    capture.add_argument(
+        "--venue", choices=VENUES, help="the venue of a raw capture (default: recognised per frame)"
+    )
+    capture.add_argument(
+        "--price-source",
+        choices=("mark", "trade", "mid"),
+        default="mark",
+        help="Binance captures without mark prices: use trades or the book mid",
+    )
+    capture.add_argument(
+        "--accounts",
+        metavar="FILE",
+        help="normalized records (contracts, balances, positions) merged by time",
+    )
+    capture.add_argument(
+        "--time",
+        choices=("exchange", "local"),
+        default="exchange",
+        help="order and pace ticks by exchange or by local receive time",
+    )
     add_mqtt_options(replay, publishing=True)
 
     tail = commands.add_parser(
@@ -271,13 +302,33 @@ async def _replay(
     args: argparse.Namespace, engine: Engine, sink: EventSink, mqtt: MqttSink | None
 ) -> ReplayStats:
     """The replay, with the MQTT sink's connection task beside it when there is one."""
+    fmt = args.format if args.format != "auto" else detect_format(args.file)
+    if fmt == "normalized" and args.accounts:
+        raise ConfigError(
+            "--accounts merges account records into an exchange-native capture; "
+            f"{args.file} already is normalized records"
+        )
     async with asyncio.TaskGroup() as tasks:
         if mqtt is not None:
             tasks.create_task(mqtt.run())
         try:
-            stats = await replay_file(
-                args.file, engine, sink, speed=args.speed, progress=progress_for()
-            )
+            if fmt == "normalized":
+                stats = await replay_file(
+                    args.file, engine, sink, speed=args.speed, progress=progress_for()
+                )
+            else:
+                stats = await replay_capture(
+                    args.file,
+                    fmt,
+                    engine,
+                    sink,
+                    venue=args.venue,
+                    price_source=args.price_source,
+                    accounts=args.accounts,
+                    time_mode=args.time,
+                    speed=args.speed,
+                    progress=progress_for(),
+                )
         finally:
             await sink.close()
     if mqtt is not None:
@@ -385,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BracketFileError) as exc:
         print(f"liqmon: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UnreadableFile as exc:
+        print(f"liqmon: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (liqmon ... | head): not an error

@@ -15,13 +15,18 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from alerts.schema import (
+    FeedRecoveredPayload,
+    FeedStalePayload,
     LiquidationPayload,
     MarginRecoveredPayload,
     MarginWarningPayload,
+    RejectPayload,
     StatePayload,
     StatusPayload,
 )
 from alerts.topics import DEFAULT_PREFIX
+from feeds.accounts import AccountUpdateIn
+from feeds.normalized import AccountSnapshotIn, BalanceIn, ContractIn, MarginIn, PositionIn
 
 TOPIC_TREE_VERSION = "1.0.0"
 
@@ -32,7 +37,17 @@ _PARAMETERS = {
     "asset": "The margin asset of a cross entity.",
     "symbol": "The symbol of an isolated position.",
     "side": "The slot of an isolated position: ``both`` (one-way), ``long`` or ``short`` (hedge).",
+    "venue": "The feed's venue: ``binance-usdm``, ``binance-coinm``, ``bybit`` or ``okx``.",
+    "feed_symbol": "The venue's symbol, percent-encoded as one topic level.",
+    "binance_account": "The account the Binance user-data message belongs to (percent-encoded).",
 }
+
+_FEEDS = {
+    "feed_stale": (FeedStalePayload, "Feed stale"),
+    "feed_recovered": (FeedRecoveredPayload, "Feed recovered"),
+}
+
+_RECORDS: list[type[BaseModel]] = [ContractIn, BalanceIn, PositionIn, MarginIn, AccountSnapshotIn]
 
 _ALERTS = {
     "margin_warning": (MarginWarningPayload, "Margin warning"),
@@ -48,6 +63,11 @@ def _schemas() -> dict[str, Any]:
         LiquidationPayload,
         StatePayload,
         StatusPayload,
+        FeedStalePayload,
+        FeedRecoveredPayload,
+        RejectPayload,
+        *_RECORDS,
+        AccountUpdateIn,
     ]
     _, top = models_json_schema(
         [(model, "serialization") for model in models],
@@ -118,6 +138,78 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
                 "channel": {"$ref": f"#/channels/{channel}"},
                 "bindings": {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}},
             }
+    for kind, (model, title) in _FEEDS.items():
+        messages[model.__name__] = _message(model.__name__, title, (model.__doc__ or "").strip())
+        channels[kind] = {
+            "address": f"{prefix}/events/{kind}/{{venue}}/{{feed_symbol}}",
+            "title": title,
+            "description": "QoS 1, not retained, at least once: de-duplicate by ``id``. Feed "
+            "health of ``liqmon run --feed``: a symbol's marks stopped (``feed_stale``, after the "
+            "configured multiple of its expected interval) or resumed (``feed_recovered``). "
+            "Subscribing to ``events/#`` gets alerts and feed events; the kind level tells them "
+            "apart.",
+            "parameters": _params("venue", "feed_symbol"),
+            "messages": {kind: {"$ref": f"#/components/messages/{model.__name__}"}},
+        }
+        operations[f"publish_{kind}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{kind}"},
+            "bindings": {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}},
+        }
+    messages["RejectPayload"] = _message(
+        "RejectPayload", "Rejected input", (RejectPayload.__doc__ or "").strip()
+    )
+    channels["rejects"] = {
+        "address": f"{prefix}/rejects",
+        "title": "Rejected input messages",
+        "description": "QoS 1, not retained: every account input message that failed validation "
+        "or was refused by the engine, with the reason. Nothing of it was applied.",
+        "messages": {"reject": {"$ref": "#/components/messages/RejectPayload"}},
+    }
+    operations["publish_rejects"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/rejects"},
+        "bindings": {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}},
+    }
+    record_refs = {}
+    for model in _RECORDS:
+        messages[model.__name__] = _message(
+            model.__name__, model.__name__.removesuffix("In"), (model.__doc__ or "").strip()
+        )
+        record_refs[model.__name__] = {"$ref": f"#/components/messages/{model.__name__}"}
+    channels["in_records"] = {
+        "address": f"{prefix}/in/records",
+        "title": "Account input: normalized records",
+        "description": "The trading system publishes account state here (QoS 1; liqmon reads "
+        "with a persistent session and acknowledges a message only once it is journaled, so "
+        "none is lost across a crash). One normalized record per message (interfaces §1: "
+        "``contract``, ``balance``, ``position``, ``margin``), or an ``account_snapshot`` "
+        "that replaces everything liqmon holds for the account. A message that fails "
+        "validation is published to ``rejects`` and not applied.",
+        "messages": record_refs,
+    }
+    operations["receive_in_records"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/in_records"},
+        "bindings": {"mqtt": {"qos": 1, "bindingVersion": "0.2.0"}},
+    }
+    messages["AccountUpdateIn"] = _message(
+        "AccountUpdateIn", "Binance ACCOUNT_UPDATE", (AccountUpdateIn.__doc__ or "").strip()
+    )
+    channels["in_binance"] = {
+        "address": f"{prefix}/in/binance/{{binance_account}}",
+        "title": "Account input: Binance user-data ACCOUNT_UPDATE",
+        "description": "A Binance futures user-data ``ACCOUNT_UPDATE`` (bare, or in the "
+        "``{stream, data}`` wrapper) of one account, forwarded as received. Only changed "
+        "balances and positions are sent: liqmon merges them into the account.",
+        "parameters": _params("binance_account"),
+        "messages": {"accountUpdate": {"$ref": "#/components/messages/AccountUpdateIn"}},
+    }
+    operations["receive_in_binance"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/in_binance"},
+        "bindings": {"mqtt": {"qos": 1, "bindingVersion": "0.2.0"}},
+    }
     for scope, path, names in (
         ("cross", "{account}/cross/{asset}", ("account", "asset")),
         ("isolated", "{account}/isolated/{symbol}/{side}", ("account", "symbol", "side")),
@@ -144,8 +236,9 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             "title": "liqmon alerts",
             "version": TOPIC_TREE_VERSION,
             "description": "Margin-ratio warnings, recoveries and liquidations of isolated "
-            "positions and cross accounts, the latest margin state of every entity, and the "
-            "status of each liqmon instance. Topic tree v1 under the configurable prefix "
+            "positions and cross accounts, feed health events, the latest margin state of every "
+            "entity, the status of each liqmon instance, and the account input topics the "
+            "trading system publishes to. Topic tree v1 under the configurable prefix "
             f"``{prefix}``. Payloads are JSON; every one carries ``id`` and ``ts``.",
         },
         "defaultContentType": "application/json",

@@ -142,6 +142,8 @@ def _positions(positions: tuple[PositionView, ...]) -> list[dict[str, Any]]:
             "mark": p.mark,
             "liquidation_price": p.liquidation_price,
             "bankruptcy_price": p.bankruptcy_price,
+            "mark_ts": p.mark_ts,
+            "mark_stale": p.mark_stale,
         }
         for p in positions
     ]

@@ -34,6 +34,20 @@ class PositionPayload(_Payload):
     )
 
 
+class StatePositionPayload(PositionPayload):
+    """A position in the retained state: also when its mark was set and whether its feed is
+    stale, so an entity is never silently shown as safe on an old price."""
+
+    mark_ts: int | None = Field(
+        description="exchange time (ms) of the mark it is valued at; null: no tick yet (valued "
+        "at its entry). Its age is the reader's clock minus this."
+    )
+    mark_stale: bool = Field(
+        description="true while the feed of the symbol is stale (see the feed_stale event): the "
+        "valuation is as of mark_ts"
+    )
+
+
 class _AlertBase(_Payload):
     id: str = Field(description="unique and stable across identical replays: de-duplicate by it")
     ts: int = Field(description="exchange time (ms) of the record that caused the event")
@@ -95,7 +109,7 @@ class StatePayload(_Payload):
     margin_balance: float
     maintenance_margin: float
     liquidating: bool = Field(description="liquidated under the hold policy, awaiting records")
-    positions: list[PositionPayload]
+    positions: list[StatePositionPayload]
 
 
 class StatusPayload(_Payload):
@@ -108,6 +122,59 @@ class StatusPayload(_Payload):
     version: str
     started_at: int = Field(description="wall-clock time (ms) the instance started")
 
+
+class FeedStalePayload(_Payload):
+    """No mark of ``symbol`` arrived from ``venue`` for ``stale_ms`` (at least
+    ``stale_after_ms``, a multiple of the symbol's expected interval). Times are on the local
+    receive clock (ms), not exchange time. Entities holding the symbol stay valued at
+    ``last_mark``; their retained state says ``mark_stale``."""
+
+    event: Literal["feed_stale"]
+    id: str = Field(description="stable: the venue, symbol and since_ts (de-duplicate by it)")
+    ts: int = Field(description="local time (ms) the silence was detected")
+    venue: str
+    symbol: str
+    since_ts: int = Field(
+        description="receive time (ms) of the last mark, or when watching began if none came"
+    )
+    last_mark_ts: int | None = Field(description="receive time (ms) of the last mark; null: none")
+    last_mark: float | None = Field(description="the last mark received; null: none")
+    stale_ms: int = Field(description="how long no mark had arrived when detected")
+    stale_after_ms: int
+
+
+class FeedRecoveredPayload(_Payload):
+    """Marks of ``symbol`` resumed after a ``feed_stale``. Times on the local receive clock."""
+
+    event: Literal["feed_recovered"]
+    id: str
+    ts: int = Field(description="local time (ms) the first mark after the gap arrived")
+    venue: str
+    symbol: str
+    since_ts: int = Field(description="start of the gap (ms): the last mark before it")
+    recovered_ts: int
+    stale_ms: int = Field(description="length of the gap")
+    mark: float | None = Field(description="the first mark after the gap")
+
+
+class RejectPayload(_Payload):
+    """An input message liqmon refused (nothing of it was applied)."""
+
+    id: str = Field(description="a digest of the rest of the body")
+    ts: int = Field(description="local time (ms) it was refused")
+    source: str = Field(description="where it came from: mqtt")
+    reason: str = Field(
+        description="a stable code: invalid_json, missing_field, invalid_field, ..."
+    )
+    detail: str = Field(description="what was wrong, for a human")
+    topic: str = Field(description="the input topic it arrived on")
+    payload: str = Field(description="the message as received (first 4 KiB, UTF-8 with U+FFFD)")
+
+
+FEED_MODELS: dict[str, type[_Payload]] = {
+    "feed_stale": FeedStalePayload,
+    "feed_recovered": FeedRecoveredPayload,
+}
 
 ALERT_MODELS: dict[str, type[_AlertBase]] = {
     "margin_warning": MarginWarningPayload,

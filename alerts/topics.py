@@ -5,10 +5,12 @@ With the default prefix ``liqmon/v1``::
     liqmon/v1/status/{instance}                                 retained: online / offline
     liqmon/v1/events/{kind}/{account}/cross/{asset}             QoS 1 alert events
     liqmon/v1/events/{kind}/{account}/isolated/{symbol}/{side}
+    liqmon/v1/events/{feed_kind}/{venue}/{symbol}               QoS 1 feed health events
     liqmon/v1/state/{account}/cross/{asset}                     retained: latest state
     liqmon/v1/state/{account}/isolated/{symbol}/{side}
 
-``kind`` is ``margin_warning``, ``margin_recovered`` or ``liquidation``. A dashboard subscribes to
+``kind`` is ``margin_warning``, ``margin_recovered`` or ``liquidation``; ``feed_kind`` is
+``feed_stale`` or ``feed_recovered`` (a symbol's marks stopped / resumed). A dashboard subscribes to
 ``liqmon/v1/events/#`` for every alert, ``liqmon/v1/events/+/alice/#`` for one account's,
 ``liqmon/v1/events/liquidation/#`` for one kind, and ``liqmon/v1/state/#`` for the whole book.
 
@@ -23,6 +25,7 @@ from monitor.events import EntityRef
 
 DEFAULT_PREFIX = "liqmon/v1"
 ALERT_KINDS = ("margin_warning", "margin_recovered", "liquidation")
+FEED_KINDS = ("feed_stale", "feed_recovered")
 
 
 def level(name: str) -> str:
@@ -45,6 +48,10 @@ def _entity_path(entity: EntityRef) -> str:
 
 def event_topic(prefix: str, kind: str, entity: EntityRef) -> str:
     return f"{prefix}/events/{kind}/{_entity_path(entity)}"
+
+
+def feed_event_topic(prefix: str, kind: str, venue: str, symbol: str) -> str:
+    return f"{prefix}/events/{kind}/{level(venue)}/{level(symbol)}"
 
 
 def state_topic(prefix: str, entity: EntityRef) -> str:

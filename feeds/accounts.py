@@ -56,7 +56,9 @@ class _Update(_Model):
     P: list[_Position] = Field(default_factory=list, max_length=10_000)
 
 
-class _AccountUpdate(_Model):
+class AccountUpdateIn(_Model):
+    """A Binance user-data ``ACCOUNT_UPDATE`` (only the fields liqmon reads)."""
+
     e: Literal["ACCOUNT_UPDATE"]
     E: Timestamp
     a: _Update
@@ -68,7 +70,7 @@ def parse_account_update(message: Any, account: str) -> AccountUpdateRecord:
     if isinstance(message, dict) and "data" in message and "stream" in message:
         message = message["data"]
     try:
-        update = _AccountUpdate.model_validate(message)
+        update = AccountUpdateIn.model_validate(message)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "message"

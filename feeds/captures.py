@@ -107,19 +107,24 @@ def line_format(line: bytes) -> str | None:
 def detect_format(path: str | Path) -> str:
     """The format of the capture at ``path``, from its first recognisable line.
 
+    A file without a non-blank line is ``normalized`` (an empty replay: nothing to apply).
     Raises :class:`UnknownFormat` when none of the first :data:`SAMPLE_LINES` non-blank lines is
-    recognised (or the file is empty), :class:`~feeds.files.UnreadableFile` when it cannot be read.
+    recognised, :class:`~feeds.files.UnreadableFile` when it cannot be read.
     """
     lines = capture_lines(path)
+    seen = False
     try:
         for _, line in islice(lines, SAMPLE_LINES):
             found = line_format(line)
             if found is not None:
                 return found
+            seen = seen or bool(line.strip())
     finally:
         close = getattr(lines, "close", None)
         if close is not None:
             close()  # the file, now rather than when the generator is collected
+    if not seen:
+        return "normalized"
     raise UnknownFormat(
         f"{path}: not a recognised capture (expected {', '.join(FORMATS)}) "
         f"in its first {SAMPLE_LINES} non-blank lines"

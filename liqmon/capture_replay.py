@@ -10,13 +10,22 @@ before ticks. The engine always receives exchange time as ``ts``; ticks that arr
 exchange order are dropped as stale, as live.
 
 Frames a parser refuses are counted by reason with their capture line numbers.
+
+Where the capture has receive times, the summary also reports the feed's health as the live
+run would have seen it: the gaps where a symbol had no mark for ``stale after`` (5 times the
+venue's expected interval, as ``liqmon run`` defaults to) and the clock skew (receive time
+minus exchange time: network latency plus the offset of the recorder's clock).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
+import statistics
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +35,7 @@ from alerts.sink import EventSink
 from feeds.captures import numbered_frames
 from feeds.files import UnreadableFile, read_lines
 from feeds.frames import FrameParser
+from feeds.live import VENUES
 from feeds.normalized import parse_line
 from feeds.tardis import TardisDerivativeTicker
 from feeds.ticks import MarkTick
@@ -42,12 +52,72 @@ TimeMode = Literal["exchange", "local"]
 _Item = tuple[int, int, int, Record | MarkTick]  # (time ms, order, line, record or tick)
 
 
+STALE_MULTIPLE = 5.0
+SKEW_SAMPLE = 100_000
+
+
+@dataclass
+class FeedGaps:
+    """The feed's health over a capture, from receive times (see the module docstring)."""
+
+    stale_after_ns: int
+    last: dict[str, int] = field(default_factory=dict)
+    episodes: Counter[str] = field(default_factory=Counter)
+    longest: tuple[int, str, int] = (0, "", 0)  # (gap ns, symbol, line of the mark ending it)
+    skews_ms: list[float] = field(default_factory=list)
+    skew_min_ms: float = math.inf
+    skew_max_ms: float = -math.inf
+    end_ns: int = 0
+
+    def observe(self, tick: MarkTick, line: int) -> None:
+        received = tick.receive_ts_ns
+        if received is None:
+            return
+        skew = received / 1e6 - tick.exchange_ts_ms
+        self.skew_min_ms = min(self.skew_min_ms, skew)
+        self.skew_max_ms = max(self.skew_max_ms, skew)
+        if len(self.skews_ms) < SKEW_SAMPLE:
+            self.skews_ms.append(skew)
+        last = self.last.get(tick.symbol)
+        if last is not None and received - last >= self.stale_after_ns:
+            self.episodes[tick.symbol] += 1
+            self.longest = max(self.longest, (received - last, tick.symbol, line))
+        if last is None or received > last:
+            self.last[tick.symbol] = received
+        self.end_ns = max(self.end_ns, received)
+
+    def notes(self) -> list[str]:
+        if not self.last:
+            return []
+        limit = self.stale_after_ns / 1e9
+        stale_at_end = sorted(
+            s for s, t in self.last.items() if self.end_ns - t >= self.stale_after_ns
+        )
+        total = sum(self.episodes.values())
+        gaps = f"feed gaps   {total:,} (no mark for >= {limit:g} s"
+        if total:
+            gap, symbol, line = self.longest
+            worst = ", ".join(f"{s} {n}" for s, n in self.episodes.most_common(3))
+            gaps += f"; {worst}; longest {gap / 1e9:.1f} s, {symbol} before line {line}"
+        gaps += ")"
+        if stale_at_end:
+            gaps += f"; silent at the end: {', '.join(stale_at_end[:5])}"
+            gaps += " ..." if len(stale_at_end) > 5 else ""
+        median = statistics.median(self.skews_ms)
+        skew = (
+            f"clock skew  receive - exchange time: median {median:,.1f} ms, "
+            f"min {self.skew_min_ms:,.1f} ms, max {self.skew_max_ms:,.1f} ms"
+        )
+        return [gaps, skew]
+
+
 def _ticks(
     path: Path,
     fmt: str,
     parser: FrameParser | TardisDerivativeTicker,
     mode: TimeMode,
     stats: ReplayStats,
+    gaps: FeedGaps,
 ) -> Iterator[_Item]:
     for number, (received, raw) in numbered_frames(path, fmt):
         stats.lines += 1
@@ -55,6 +125,7 @@ def _ticks(
         for reason, _ in parsed.rejects:
             stats.reject(reason, number)
         for tick in parsed.ticks:
+            gaps.observe(tick, number)
             at = tick.exchange_ts_ms
             if mode == "local" and tick.receive_ts_ns is not None:
                 at = tick.receive_ts_ns // 1_000_000
@@ -92,7 +163,9 @@ async def replay_capture(
         if fmt == "tardis"
         else FrameParser(venue, price_source=price_source)
     )
-    streams: list[Iterator[_Item]] = [_ticks(Path(path), fmt, parser, time_mode, stats)]
+    interval = VENUES[venue].expected_interval_s if venue in VENUES else 1.0
+    gaps = FeedGaps(round(STALE_MULTIPLE * interval * 1e9))
+    streams: list[Iterator[_Item]] = [_ticks(Path(path), fmt, parser, time_mode, stats, gaps)]
     if accounts is not None:
         streams.append(_records(Path(accounts), stats))
     pacer = Pacer(speed) if speed else None
@@ -130,6 +203,7 @@ async def replay_capture(
     except UnreadableFile as exc:
         stats.failure = f"{exc} (after {stats.lines:,} lines, all applied)"
     finally:
+        stats.notes.extend(gaps.notes())
         stats.elapsed = time.perf_counter() - started
         if progress is not None:
             progress.clear()

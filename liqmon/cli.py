@@ -24,7 +24,7 @@ from alerts.mqtt import MqttSink
 from alerts.sink import EventSink, FanOutSink
 from alerts.topics import ALERT_KINDS
 from feeds.brackets import BracketFileError, load_brackets
-from feeds.captures import FORMATS, detect_format
+from feeds.captures import FORMATS, UnknownFormat, detect_format
 from feeds.files import UnreadableFile
 from feeds.frames import VENUES
 from liqmon import __version__, logs
@@ -302,7 +302,14 @@ async def _replay(
     args: argparse.Namespace, engine: Engine, sink: EventSink, mqtt: MqttSink | None
 ) -> ReplayStats:
     """The replay, with the MQTT sink's connection task beside it when there is one."""
-    fmt = args.format if args.format != "auto" else detect_format(args.file)
+    fmt = args.format
+    if fmt == "auto":
+        try:
+            fmt = detect_format(args.file)
+        except UnknownFormat:
+            raise
+        except UnreadableFile:
+            fmt = "normalized"  # reading it fails again, reported in the summary as a failure
     if fmt == "normalized" and args.accounts:
         raise ConfigError(
             "--accounts merges account records into an exchange-native capture; "

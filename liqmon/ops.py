@@ -91,6 +91,24 @@ class Metrics:
         self.feed_connected = Gauge(
             "liqmon_feed_connected", "1 when the feed is connected", ["venue"], registry=r
         )
+        self.feed_frames = Counter(
+            "liqmon_feed_frames", "Frames received from the feed", ["venue"], registry=r
+        )
+        self.feed_rejects = Counter(
+            "liqmon_feed_rejects", "Feed frames refused, by reason", ["venue", "reason"], registry=r
+        )
+        self.feed_reconnects = Gauge(
+            "liqmon_feed_reconnects", "Reconnections of the feed since start", ["venue"], registry=r
+        )
+        self.feed_clock_skew = Gauge(
+            "liqmon_feed_clock_skew_seconds",
+            "Receive time minus exchange time of the latest mark (latency plus clock offset)",
+            ["venue"],
+            registry=r,
+        )
+        self.feed_stale_symbols = Gauge(
+            "liqmon_feed_stale_symbols", "Symbols without a recent mark", ["venue"], registry=r
+        )
         self.journaled = Counter(
             "liqmon_journaled_records", "Records written to the journal", registry=r
         )

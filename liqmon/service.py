@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import signal
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,13 @@ from alerts.jsonl import JsonLinesSink
 from alerts.mqtt import MqttSink, Received, subscribe
 from alerts.outbox import Outbox
 from alerts.sink import EventSink
+from alerts.topics import feed_event_topic
 from feeds.accounts import parse_account_update
 from feeds.brackets import load_brackets
 from feeds.files import read_lines
+from feeds.frames import FrameParser
+from feeds.health import FeedEvent, FeedHealth, FeedRecovered
+from feeds.live import FeedFailed, FeedSpec, FeedStats, frames
 from feeds.normalized import (
     decode,
     exact_numbers,
@@ -61,6 +66,11 @@ log = structlog.get_logger("liqmon.service")
 
 QUEUE_SIZE = 10_000
 SNAPSHOT_CHECK_S = 1.0
+FEED_STATUS_LOG_S = 60.0
+"""How often the feed's connection state, counters and clock skew are logged (one line)."""
+HEALTH_CHECK_S = 0.1
+"""How often feed staleness is checked (events come at most this late)."""
+RECENT_FEED_EVENTS = 1_000
 
 
 @dataclass(slots=True)
@@ -74,7 +84,9 @@ class Input:
     text: MarkSource = ""
     ts: int = 0
     line: int | None = None  # position in a replayed file (to resume after a restart)
+    receive_ns: int | None = None  # local receive time of a feed tick
     raw: bytes = b""
+    topic: str = ""  # the MQTT topic an account message came on
     handled: asyncio.Future[None] | None = None  # set once journaled (MQTT acknowledgement)
 
 
@@ -124,7 +136,6 @@ def _last_line_id(path: Path) -> str | None:
 @dataclass
 class Health:
     restored: bool = False
-    feed_connected: bool | None = None  # None: no feed configured
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -148,6 +159,19 @@ class Service:
         self._last_snapshot = time.monotonic()
         self.http_port: int | None = None
         self._ready_http = asyncio.Event()
+        feed = settings.feed
+        self.feed_spec: FeedSpec | None = feed.spec() if feed.venue is not None else None
+        self.feed_stats: FeedStats | None = None
+        self.feed_health: FeedHealth | None = None
+        self.feed_events: deque[FeedEvent] = deque(maxlen=RECENT_FEED_EVENTS)
+        self._feed_logged = time.monotonic()
+        if self.feed_spec is not None:
+            self.feed_stats = FeedStats(self.feed_spec.venue)
+            self.feed_health = FeedHealth(
+                self.feed_spec.venue,
+                expected_interval_s=self.feed_spec.expected_interval_s,
+                multiple=feed.stale_after,
+            )
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -228,7 +252,12 @@ class Service:
         record = item.record
         try:
             if record is None:
-                events = list(engine.apply_tick(item.symbol, item.mark, item.text, item.ts))
+                events = []
+                if item.receive_ns is not None and self.feed_health is not None:
+                    recovered = self.feed_health.observe(item.symbol, item.receive_ns, item.mark)
+                    if recovered is not None:
+                        events.extend(await self._feed_event(recovered))
+                events.extend(engine.apply_tick(item.symbol, item.mark, item.text, item.ts))
                 self.metrics.ticks.labels(item.source).inc()
                 self._dirty_marks[item.symbol] = item
             else:
@@ -297,18 +326,85 @@ class Service:
                 "source": item.source,
                 "reason": exc.reason,
                 "detail": exc.detail,
+                "topic": item.topic,
                 "payload": item.raw[:4096].decode("utf-8", "replace"),
             }
             body = {"id": _digest(body), **body}
             self.mqtt.publish_message("rejects", body)
 
+    async def _feed_event(self, event: FeedEvent) -> list[EngineEvent]:
+        """Publish a feed health event; flag the symbol in the engine (its state events)."""
+        self.feed_events.append(event)
+        self.metrics.feed_events.labels(event.kind).inc()
+        payload = event.to_payload()
+        (log.info if isinstance(event, FeedRecovered) else log.warning)(
+            event.kind,
+            venue=event.venue,
+            symbol=event.symbol,
+            stale_ms=payload["stale_ms"],
+            since_ts=payload["since_ts"],
+        )
+        if self.mqtt is not None:
+            prefix = self.mqtt.settings.prefix
+            topic = feed_event_topic(prefix, event.kind, event.venue, event.symbol)
+            self.mqtt.publish_message(topic.removeprefix(f"{prefix}/"), payload)
+        assert self.feed_health is not None  # noqa: S101  # feed events need a feed
+        self.metrics.feed_stale_symbols.labels(event.venue).set(
+            len(self.feed_health.stale_symbols())
+        )
+        return list(self.engine.set_stale(event.symbol, not isinstance(event, FeedRecovered)))
+
+    async def _check_feed(self) -> None:
+        health = self.feed_health
+        if health is None:
+            return
+        events: list[EngineEvent] = []
+        for stalled in health.check(time.time_ns()):
+            events.extend(await self._feed_event(stalled))
+        if events:
+            await self._publish(events)
+        stats = self.feed_stats
+        if stats is not None:
+            if time.monotonic() - self._feed_logged >= FEED_STATUS_LOG_S:
+                self._log_feed("feed_status")
+            venue = stats.venue
+            self.metrics.feed_connected.labels(venue).set(1 if stats.state == "connected" else 0)
+            self.metrics.feed_reconnects.labels(venue).set(stats.reconnects)
+            if stats.clock_skew_ms is not None:
+                self.metrics.feed_clock_skew.labels(venue).set(stats.clock_skew_ms / 1000)
+
+    def _log_feed(self, what: str) -> None:
+        assert self.feed_stats is not None  # noqa: S101  # only called with a feed
+        assert self.feed_health is not None  # noqa: S101
+        self._feed_logged = time.monotonic()
+        stats = self.feed_stats.snapshot()
+        log.info(
+            what,
+            venue=stats["venue"],
+            state=stats["state"],
+            frames=stats["frames"],
+            connects=stats["connects"],
+            reconnects=stats["reconnects"],
+            reconnect_reasons=stats["reconnect_reasons"],
+            clock_skew_ms=None
+            if stats["clock_skew_ms"] is None
+            else round(stats["clock_skew_ms"], 1),
+            stale_symbols=self.feed_health.stale_symbols()[:20],
+            feed_events=len(self.feed_events),
+        )
+
     async def _engine_loop(self) -> None:
         queue = self.queue
+        wait = HEALTH_CHECK_S if self.feed_health is not None else SNAPSHOT_CHECK_S
+        next_check = time.monotonic()
         while not (self.stopping.is_set() and queue.empty()):
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=SNAPSHOT_CHECK_S)
+                item = await asyncio.wait_for(queue.get(), timeout=wait)
             except TimeoutError:
                 item = None
+            if time.monotonic() >= next_check:
+                await self._check_feed()
+                next_check = time.monotonic() + HEALTH_CHECK_S
             if item is not None:
                 try:
                     await self._apply(item)
@@ -382,6 +478,38 @@ class Service:
         if self.settings.feed.exit_at_end:
             self.stop()  # the engine loop drains the queue before it stops
 
+    async def _feed_source(self, spec: FeedSpec) -> None:
+        """Marks from a venue's websocket: every frame through the venue's pure parser."""
+        stats = self.feed_stats
+        assert stats is not None  # noqa: S101  # made with the spec
+        assert self.feed_health is not None  # noqa: S101
+        venue = spec.venue
+        parser = FrameParser(venue, price_source=self.settings.feed.price_source)
+        if spec.symbols != "all":
+            self.feed_health.watch(spec.symbols, time.time_ns())
+        frames_counter = self.metrics.feed_frames.labels(venue)
+        source = f"feed:{venue}"
+        async for frame in frames(spec, stats=stats):
+            frames_counter.inc()
+            parsed = parser.parse(frame.raw, frame.receive_ts_ns)
+            for reason, detail in parsed.rejects:
+                self.metrics.feed_rejects.labels(venue, reason).inc()
+                log.warning("feed_frame_refused", venue=venue, reason=reason, detail=detail[:200])
+            for tick in parsed.ticks:
+                stats.observe_skew(tick.exchange_ts_ms, frame.receive_ts_ns)
+                await self._put(
+                    Input(
+                        source=source,
+                        symbol=tick.symbol,
+                        mark=tick.mark,
+                        text=tick.mark_text,
+                        ts=tick.exchange_ts_ms,
+                        receive_ns=frame.receive_ts_ns,
+                    )
+                )
+            if self.stopping.is_set():
+                return
+
     async def _account_input(self) -> None:
         """Account records from the trading system over MQTT (see asyncapi.yaml)."""
         settings = self.settings.mqtt.client_settings()
@@ -417,9 +545,9 @@ class Service:
             else:
                 raise RecordRefused("unknown_topic", f"no input topic {message.topic}")
         except RecordRefused as exc:
-            self._reject(Input(source="mqtt", raw=raw), exc)
+            self._reject(Input(source="mqtt", raw=raw, topic=message.topic), exc)
             return None
-        return Input(source="mqtt", record=record, raw=raw)
+        return Input(source="mqtt", record=record, raw=raw, topic=message.topic)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -428,8 +556,8 @@ class Service:
             return "restoring state"
         if self.mqtt is not None and not self.mqtt.connected:
             return "not connected to the broker"
-        if self.health.feed_connected is False:
-            return "feed not connected"
+        if self.feed_stats is not None and self.feed_stats.state != "connected":
+            return f"feed {self.feed_stats.venue} {self.feed_stats.state}"
         return None
 
     async def run(self, *, install_signals: bool = True) -> int:
@@ -465,10 +593,14 @@ class Service:
                 await self._engine_loop()
                 for task in side:
                     task.cancel()
+                if self.feed_stats is not None:
+                    self._log_feed("feed_summary")
                 self.snapshot()
                 for sink in self.sinks:
                     await sink.close()
         finally:
+            if self.mqtt is not None:
+                self.mqtt.outbox.close()  # its task has ended with the task group
             self.store.close()
         log.info("service_stopped")
         return 0
@@ -478,6 +610,8 @@ class Service:
         feed = self.settings.feed
         if feed.replay is not None:
             producers.append(self._replay_source(feed.replay, feed.replay_speed))
+        if self.feed_spec is not None:
+            producers.append(self._feed_source(self.feed_spec))
         if self.settings.mqtt.url and self.settings.mqtt.accounts_input:
             producers.append(self._account_input())
         return producers
@@ -499,5 +633,13 @@ def _digest(body: dict[str, Any]) -> str:
 
 
 def run_service(settings: ServiceSettings) -> int:
-    """The ``liqmon run`` entry point."""
-    return asyncio.run(Service(settings).run())
+    """The ``liqmon run`` entry point. A feed that cannot work (refused by the venue, a bad
+    URL) ends the service with status 1 after logging why; the journal holds every applied
+    account record, so nothing is lost."""
+    status = 1
+    try:
+        status = asyncio.run(Service(settings).run())
+    except* FeedFailed as group:
+        for exc in group.exceptions:
+            log.error("service_failed", reason="feed_failed", detail=str(exc))
+    return status

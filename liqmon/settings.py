@@ -21,7 +21,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +38,7 @@ from pydantic_settings import (
 
 from alerts.mqtt import MqttSettings, settings_from_url
 from alerts.topics import DEFAULT_PREFIX
+from feeds.live import FeedSpec
 from monitor.config import EngineConfig
 from monitor.errors import ConfigError
 
@@ -55,9 +64,13 @@ class FeedSection(_Section):
     venue: Venue | None = None
     """None: no live feed (ticks come from ``replay`` instead, or only account records)."""
     symbols: list[str] | Literal["all"] = "all"
+    """The symbols to watch, or ``all`` (Binance only: the ``!markPrice@arr`` stream)."""
     url: str | None = None
-    expected_interval_ms: int = Field(default=1_000, ge=10)
-    stale_after: float = Field(default=5.0, gt=1.0)
+    """Overrides the venue's endpoint (a proxy, a testnet, a local test server)."""
+    expected_interval_ms: int | None = Field(default=None, ge=10)
+    """The longest normal gap between two marks of a symbol (None: the venue's: 1 s on Binance,
+    20 s on Bybit, 10 s on OKX)."""
+    stale_after: float = Field(default=5.0, ge=1.0)
     """A symbol is stale after this many expected intervals without a mark."""
     price_source: Literal["mark", "trade", "mid"] = "mark"
     replay: Path | None = None
@@ -72,6 +85,30 @@ class FeedSection(_Section):
         if isinstance(value, str) and value != "all":
             return [s.strip() for s in value.split(",") if s.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _usable(self) -> FeedSection:
+        if self.venue is not None:
+            if self.replay is not None:
+                raise ValueError("a venue and a replay file are two tick sources: choose one")
+            self.spec()  # the venue's own rules (URL scheme, symbol limits)
+        return self
+
+    def spec(self) -> FeedSpec:
+        """The live feed this section describes (``venue`` must be set)."""
+        assert self.venue is not None  # noqa: S101  # only called with a venue
+        options: dict[str, Any] = {"venue": self.venue, "symbols": self.symbols}
+        if self.url:
+            options["url"] = self.url
+        if self.expected_interval_ms is not None:
+            options["expected_interval_s"] = self.expected_interval_ms / 1000
+        try:
+            return FeedSpec(**options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where + ': ' if where else ''}{message}") from None
 
 
 class MqttSection(_Section):

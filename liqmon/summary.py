@@ -50,6 +50,7 @@ class ReplayStats:
             "events": dict(self.events),
             "state_updates": self.state_updates,
             "warnings": self.warnings,
+            "notes": self.notes,
             "elapsed_s": round(self.elapsed, 6),
             "failure": self.failure,
         }

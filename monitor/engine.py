@@ -129,6 +129,7 @@ class Engine:
         self.prices: dict[str, float] = {}
         self._mark_text: dict[str, MarkSource] = {}
         self._mark_ts: dict[str, int] = {}
+        self._stale: set[str] = set()
         self._balances: dict[tuple[str, str], Decimal] = {}
         self._positions: dict[tuple[str, str, str], Position] = {}
         self._entities: dict[EntityRef, Entity] = {}
@@ -170,6 +171,37 @@ class Engine:
 
     def balance(self, account: str, asset: str) -> Decimal:
         return self._balances.get((account, asset), ZERO)
+
+    @property
+    def stale_symbols(self) -> frozenset[str]:
+        """Symbols whose feed was reported stale (:meth:`set_stale`)."""
+        return frozenset(self._stale)
+
+    # -- feed health ---------------------------------------------------------------------------
+
+    def set_stale(self, symbol: str, stale: bool) -> Sequence[EngineEvent]:
+        """Say whether the feed of ``symbol`` is stale (the caller watches the feed's clock).
+
+        A stale symbol's entities are still valued at its last mark, but their published state
+        says so (``mark_stale`` and ``mark_ts`` of each position): a state event is emitted for
+        every entity holding the symbol whenever the flag changes (with state tracking on). The
+        flag is not part of a snapshot: after a restart the feed's health is measured afresh.
+        """
+        if stale == (symbol in self._stale):
+            return NO_EVENTS
+        if stale:
+            self._stale.add(symbol)
+        else:
+            self._stale.discard(symbol)
+        holders = self._holders.get(symbol)
+        if self._state_move is None or not holders:
+            return NO_EVENTS
+        events: list[EngineEvent] = []
+        for entity in sorted(holders.values(), key=_sort_key):
+            valuation = _Valuation(self, entity)
+            mb, mm = valuation.mb, valuation.mm
+            events.append(self._state(entity, self._clock, mb, mm, mm / mb if mb > 0 else None))
+        return events
 
     # -- applying records ----------------------------------------------------------------------
 
@@ -635,6 +667,8 @@ class Engine:
                         mark=leg.entry_f if price is None else price,
                         liquidation_price=liquidation,
                         bankruptcy_price=bankruptcy,
+                        mark_ts=self._mark_ts.get(symbol),
+                        mark_stale=symbol in self._stale,
                     )
                 )
         return tuple(views)

@@ -52,7 +52,12 @@ class EntityRef(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class PositionView:
-    """A position as published in an event, valued at ``mark``."""
+    """A position as published in an event, valued at ``mark``.
+
+    ``mark_ts`` is the exchange time of that mark (``None``: no tick yet, valued at its entry)
+    and ``mark_stale`` says the feed of the symbol is stale (see :meth:`Engine.set_stale`), so
+    the valuation may be old. Both appear in the retained state, not in alert payloads.
+    """
 
     symbol: str
     side: str
@@ -61,6 +66,8 @@ class PositionView:
     mark: float
     liquidation_price: float | None
     bankruptcy_price: float | None
+    mark_ts: int | None = None
+    mark_stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,14 @@ class FakeExchange:
         *,
         interval_s: float = 0.01,
         server_ping_s: float | None = None,
+        script: list[str] | None = None,
+        drop_after: frozenset[int] = frozenset(),
+        pause_after: dict[int, float] | None = None,
     ) -> None:
+        """``script``: instead of generated frames, send these (real recorded frames), each
+        exactly once over all connections, in order, once a connection has subscribed;
+        ``drop_after``: cut the connection abruptly after sending these script indexes (once
+        the frame has left); ``pause_after``: stay silent this many seconds after them."""
         if venue not in PATHS:
             raise ValueError(f"unknown venue {venue!r}")
         self.venue = venue
@@ -164,6 +171,15 @@ class FakeExchange:
         self._changed = asyncio.Event()
         self._server: Server | None = None
         self.port = 0
+        self.script = script
+        self.drop_after = drop_after
+        self.pause_after = pause_after or {}
+        self.cursor = 0  # the next script frame to send
+        self.drops = 0
+
+    @property
+    def script_done(self) -> bool:
+        return self.script is not None and self.cursor >= len(self.script)
 
     # --- lifecycle ---
 
@@ -362,7 +378,33 @@ class FakeExchange:
                 ack = {"id": message["id"], **ack}
             await ws.send(_dump(ack))
 
+    async def _play(self, ws: ServerConnection, conn: FakeConnection) -> None:
+        """Send the script from where the last connection stopped (see ``__init__``)."""
+        assert self.script is not None
+        while not conn.topics:
+            await self._changed.wait()
+        while self.cursor < len(self.script):
+            await self._running.wait()
+            index = self.cursor
+            self.cursor += 1
+            self._seq += 1
+            sent = Sent(conn.index, self._seq, self.script[index], "script")
+            conn.sent.append(sent)
+            self.sent.append(sent)
+            self.notify()
+            await ws.send(sent.text)
+            if index in self.drop_after:
+                await asyncio.sleep(0.05)  # let the frame leave before the connection is cut
+                self.drops += 1
+                ws.transport.abort()
+                return
+            await asyncio.sleep(self.pause_after.get(index, self.interval_s))
+
     async def _pump(self, ws: ServerConnection, conn: FakeConnection) -> None:
+        if self.script is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._play(ws, conn)
+            return
         try:
             while True:
                 await self._running.wait()

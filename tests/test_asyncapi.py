@@ -24,13 +24,19 @@ def test_asyncapi_yaml_is_the_document_generated_from_the_models() -> None:
 
 
 def test_every_channel_and_message_is_described() -> None:
-    """Each alert kind has a cross and an isolated channel, plus state and status; every
-    message's payload points at a schema that exists."""
+    """Each alert kind has a cross and an isolated channel, plus state and status, the feed
+    events, rejects and the two input channels; every message's payload points at a schema
+    that exists."""
     doc = document()
     assert set(doc["channels"]) == {
         "status",
         "state_cross",
         "state_isolated",
+        "feed_stale",
+        "feed_recovered",
+        "rejects",
+        "in_records",
+        "in_binance",
         *(
             f"{kind}_{scope}"
             for kind in ("margin_warning", "margin_recovered", "liquidation")

@@ -16,10 +16,12 @@ from feeds.normalized import parse_line
 from monitor import Engine, EngineConfig, RecordRefused
 from monitor.contracts import Tier, make_contract
 from monitor.events import (
+    AlertEvent,
     EngineEvent,
     MarginStateChanged,
     MarginStateCleared,
     StateEvent,
+    to_payload,
 )
 from monitor.records import ContractRecord, PositionRecord, TickRecord
 
@@ -159,3 +161,46 @@ def test_liquidation_clears_under_close_and_marks_liquidating_under_hold() -> No
     events = _open(held, wallet="50")  # a record touches it: re-evaluated, published
     assert [type(e) for e in events] == [MarginStateChanged]
     assert not events[0].liquidating
+
+
+def test_a_stale_feed_is_said_in_the_state_of_every_holder_and_cleared_on_recovery() -> None:
+    """``set_stale`` republishes the state of each entity holding the symbol, valued at its
+    last mark with that mark's time and ``mark_stale``; repeating the same flag is silent;
+    recovery republishes with ``mark_stale`` false. Symbols nobody holds emit nothing."""
+    engine = _toy_engine()
+    _open(engine)
+    engine.apply(TickRecord(5, TOY_CONTRACT.symbol, 99.0, "99"))
+    stale = engine.set_stale(TOY_CONTRACT.symbol, True)
+    assert len(stale) == 1
+    state = stale[0]
+    assert isinstance(state, MarginStateChanged)
+    (position,) = state.positions
+    assert (position.mark, position.mark_ts, position.mark_stale) == (99.0, 5, True)
+    assert engine.stale_symbols == {TOY_CONTRACT.symbol}
+    assert engine.set_stale(TOY_CONTRACT.symbol, True) == ()
+    recovered = engine.set_stale(TOY_CONTRACT.symbol, False)
+    assert len(recovered) == 1
+    assert isinstance(recovered[0], MarginStateChanged)
+    assert recovered[0].positions[0].mark_stale is False
+    assert engine.set_stale("NOBODYUSDT", True) == ()
+
+
+def test_alert_payloads_keep_the_interface_position_fields() -> None:
+    """mark_ts and mark_stale belong to the retained state only: the alert payloads of
+    interfaces §4 keep exactly {symbol, side, qty, entry, mark, liquidation_price,
+    bankruptcy_price} per position."""
+    engine = _toy_engine()
+    _open(engine)
+    events = engine.apply(TickRecord(5, TOY_CONTRACT.symbol, 96.0, "96"))
+    alerts = [e for e in events if not isinstance(e, StateEvent)]
+    assert alerts
+    alert: AlertEvent = alerts[0]
+    assert set(to_payload(alert)["positions"][0]) == {
+        "symbol",
+        "side",
+        "qty",
+        "entry",
+        "mark",
+        "liquidation_price",
+        "bankruptcy_price",
+    }

@@ -1,0 +1,345 @@
+"""A live run equals a replay of the same frames, across dropped connections and silences.
+
+A local server (``tests/fake_exchange.py``) plays real recorded frames of Binance USDⓈ-M
+(hftbacktest), Bybit v5 (cryptofeed) and OKX v5 (the documented ``mark-price`` push shape with
+the real rows of a Tardis ``okex-swap`` capture) to ``liqmon run --feed VENUE``, cutting the
+connection several times and falling silent once. The service's JSON Lines events must equal
+those of ``liqmon replay`` of the same frames from a file: nothing sent after a reconnect is
+lost. ``feed_stale`` / ``feed_recovered`` must appear exactly where marks were silent.
+
+Accounts are derived from the frames: isolated longs and shorts (and one cross account) whose
+margin ratio reaches an alert level at a price the recording actually visits, so warnings,
+recoveries and liquidations all happen on real price paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import itertools
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts.sink import MemorySink
+from feeds.brackets import load_brackets
+from feeds.captures import numbered_frames
+from feeds.frames import FrameParser
+from feeds.health import FeedRecovered, FeedStalled
+from liqmon.capture_replay import replay_capture
+from liqmon.service import Input, Service
+from liqmon.settings import load_settings
+from monitor.engine import Engine
+from monitor.events import StateEvent, to_payload
+from monitor.records import ContractRecord
+from tests.conftest import ROOT
+from tests.fake_exchange import (
+    FakeExchange,
+    Start,
+    fake_exchange_fixture,  # noqa: F401  # registers the fake_exchange fixture
+)
+
+CAPTURES = ROOT / "tests" / "data" / "captures"
+BRACKETS = ROOT / "tests" / "data" / "binance_leverage_brackets_major_symbols_2024-10.json"
+LEVELS = "0.7,0.8,0.9"
+HYSTERESIS = "0.002"  # small: the recorded prices move little, so bounces re-arm levels
+EXPECTED_INTERVAL_MS = 100
+STALE_AFTER = 4.0  # intervals: a symbol is stale after 0.4 s without a mark
+PAUSE_S = 1.2
+
+
+@dataclass(frozen=True)
+class Case:
+    venue: str
+    price_source: str
+    lines: list[bytes]  # capture lines, each one frame with its receive time
+    fmt: str
+    symbols: str
+    extra_records: tuple[str, ...] = ()
+
+
+def _capture_lines(path: Path, count: int) -> list[bytes]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as stream:
+        return [line for _, line in zip(range(count), stream, strict=False)]
+
+
+def _okx_lines() -> list[bytes]:
+    """The OKX ``mark-price`` push (docs shape) for each row of the okex-swap capture, wrapped
+    with the capture's local receive time."""
+    rows = (CAPTURES / "okex_swap_BTC-USDC-SWAP_derivative_ticker_nautilus.csv").read_text()
+    lines = []
+    for row in rows.splitlines()[1:]:
+        cells = row.split(",")
+        symbol, ts_us, local_us, mark = cells[1], int(cells[2]), int(cells[3]), cells[10]
+        raw = json.dumps(
+            {
+                "arg": {"channel": "mark-price", "instId": symbol},
+                "data": [
+                    {"instType": "SWAP", "instId": symbol, "markPx": mark, "ts": str(ts_us // 1000)}
+                ],
+            },
+            separators=(",", ":"),
+        )
+        lines.append(json.dumps({"local_ts": local_us / 1e6, "raw": raw}).encode() + b"\n")
+    return lines
+
+
+OKX_CONTRACT = json.dumps(
+    {
+        "type": "contract",
+        "symbol": "BTC-USDC-SWAP",
+        "kind": "linear",
+        "margin_asset": "USDC",
+        "contract_size": "1",
+        "brackets": [{"floor": "0", "cap": "1e12", "mmr": "0.004", "cum": "0"}],
+    }
+)
+
+CASES = {
+    "binance-usdm": lambda: Case(
+        "binance-usdm",
+        "trade",
+        _capture_lines(CAPTURES / "hftbacktest_btcusdt_20240808_bookticker_trade.jsonl.gz", 2500),
+        "prefixed",
+        "BTCUSDT",
+    ),
+    "bybit": lambda: Case(
+        "bybit",
+        "mark",
+        _capture_lines(CAPTURES / "bybit_v5_linear_tickers_cryptofeed_2026-08-09.jsonl.gz", 800),
+        "wrapped",
+        "BTCUSDT,ETHUSDT,SOLUSDT,DOGEUSDT",
+    ),
+    "okx": lambda: Case("okx", "mark", _okx_lines(), "wrapped", "BTC-USDC-SWAP", (OKX_CONTRACT,)),
+}
+
+
+def _marks(capture: Path, case: Case) -> dict[str, list[Decimal]]:
+    parser = FrameParser(case.venue, price_source=case.price_source)
+    marks: dict[str, list[Decimal]] = {}
+    for _, (received, raw) in numbered_frames(capture, case.fmt):
+        for tick in parser.parse(raw, received).ticks:
+            marks.setdefault(tick.symbol, []).append(Decimal(tick.mark_text))
+    return marks
+
+
+def _mmr(symbol: str, extra: tuple[str, ...]) -> Decimal:
+    for contract in load_brackets(BRACKETS).contracts:
+        if contract.symbol == symbol:
+            return contract.tiers[0].mmr
+    for line in extra:
+        record = json.loads(line)
+        if record["symbol"] == symbol:
+            return Decimal(record["brackets"][0]["mmr"])
+    raise AssertionError(symbol)
+
+
+def _accounts(marks: dict[str, list[Decimal]], case: Case) -> list[str]:
+    """Positions whose ratio equals a level at a price the recording visits (entry = that
+    price, notional in the first tier): longs warn as the price falls below it, shorts as it
+    rises above; a cross account holds every symbol."""
+    lines = list(case.extra_records)
+    cross_wallet = Decimal(0)
+    for symbol, prices in sorted(marks.items()):
+        ordered = sorted(prices)
+        qty = (Decimal(5000) / ordered[0]).quantize(Decimal("0.001"))
+        mmr = _mmr(symbol, case.extra_records)
+        for n, quantile in enumerate((0.2, 0.5, 0.8)):
+            price = ordered[int(quantile * (len(ordered) - 1))]
+            for side, sign in (("long", 1), ("short", -1)):
+                for level in (Decimal("0.8"), Decimal("0.9"), Decimal("0.999")):
+                    wallet = price * qty * mmr / level
+                    lines.append(
+                        json.dumps(
+                            {
+                                "type": "position",
+                                "ts": 1,
+                                "account": f"{symbol}-{side}-{n}-{level}",
+                                "symbol": symbol,
+                                "side": "both",
+                                "mode": "isolated",
+                                "qty": str(sign * qty),
+                                "entry": str(price),
+                                "leverage": "100",
+                                "isolated_wallet": str(wallet),
+                            }
+                        )
+                    )
+        median = ordered[len(ordered) // 2]
+        cross_wallet += median * qty * mmr / Decimal("0.85")
+        lines.append(
+            json.dumps(
+                {
+                    "type": "position",
+                    "ts": 1,
+                    "account": "cross-book",
+                    "symbol": symbol,
+                    "side": "both",
+                    "mode": "cross",
+                    "qty": str(qty),
+                    "entry": str(median),
+                    "leverage": "50",
+                }
+            )
+        )
+    asset = "USDC" if case.venue == "okx" else "USDT"
+    lines.append(
+        json.dumps(
+            {
+                "type": "balance",
+                "ts": 1,
+                "account": "cross-book",
+                "asset": asset,
+                "wallet": str(cross_wallet),
+            }
+        )
+    )
+    return lines
+
+
+class RecordingService(Service):
+    """The service, noting when each feed tick was received (for the staleness check)."""
+
+    def __init__(self, *args: Any, expected_ticks: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received: list[tuple[str, int]] = []
+        self.expected_ticks = expected_ticks
+        self.all_applied = asyncio.Event()
+
+    async def _apply(self, item: Input) -> None:
+        await super()._apply(item)
+        if item.receive_ns is not None:
+            self.received.append((item.symbol, item.receive_ns))
+            if len(self.received) >= self.expected_ticks:
+                self.all_applied.set()
+
+
+async def _live(
+    fake: FakeExchange, case: Case, accounts: Path, tmp_path: Path, expected_ticks: int
+) -> tuple[list[dict[str, Any]], RecordingService]:
+    out = tmp_path / "live.jsonl"
+    settings = load_settings(
+        None,
+        engine={"levels": LEVELS, "hysteresis": HYSTERESIS},
+        feed={
+            "venue": case.venue,
+            "symbols": case.symbols,
+            "url": fake.url,
+            "price_source": case.price_source,
+            "expected_interval_ms": EXPECTED_INTERVAL_MS,
+            "stale_after": STALE_AFTER,
+        },
+        state={"dir": tmp_path / "state"},
+        http={"enabled": False},
+        brackets=[BRACKETS],
+        accounts=accounts,
+        out=out,
+    )
+    service = RecordingService(settings, expected_ticks=expected_ticks)
+    running = asyncio.create_task(service.run(install_signals=False))
+    try:
+        await fake.wait_until(lambda: fake.script_done, within_s=60)
+        async with asyncio.timeout(30):
+            await service.all_applied.wait()
+    finally:
+        service.stop()
+        assert await running == 0
+    return [json.loads(line) for line in out.read_text().splitlines()], service
+
+
+async def _replayed(capture: Path, case: Case, accounts: Path) -> list[dict[str, Any]]:
+    settings = load_settings(None, engine={"levels": LEVELS, "hysteresis": HYSTERESIS})
+    engine = Engine(settings.engine.config())
+    for contract in load_brackets(BRACKETS).contracts:
+        engine.apply(ContractRecord(contract))
+    sink = MemorySink()
+    stats = await replay_capture(
+        str(capture),
+        case.fmt,
+        engine,
+        sink,
+        venue=case.venue,
+        price_source=case.price_source,
+        accounts=str(accounts),
+    )
+    assert stats.failure is None
+    return [to_payload(e) for e in sink.events if not isinstance(e, StateEvent)]
+
+
+def _check_staleness(service: RecordingService) -> None:
+    """Every feed_stale starts at a mark followed by at least the stale limit of silence, and
+    is closed by a feed_recovered at the next mark of that symbol (if one came)."""
+    health = service.feed_health
+    assert health is not None
+    limit = health.stale_after_ns
+    by_symbol: dict[str, list[int]] = {}
+    for symbol, received in service.received:
+        by_symbol.setdefault(symbol, []).append(received)
+    events = list(service.feed_events)
+    for event in events:
+        times = by_symbol.get(event.symbol, [])
+        if isinstance(event, FeedStalled):
+            if event.last_mark_ns is None:
+                assert not times or times[0] - event.since_ns >= limit
+                continue
+            assert event.since_ns in times
+            later = [t for t in times if t > event.since_ns]
+            assert not later or later[0] - event.since_ns >= limit, "stale without a silence"
+        else:
+            assert isinstance(event, FeedRecovered)
+            assert event.recovered_ns in times
+            assert event.stale_ns >= limit
+    for symbol, times in by_symbol.items():
+        silences = [
+            (a, b) for a, b in itertools.pairwise(times) if b - a >= limit + 200_000_000
+        ]  # clearly longer than the limit plus the 0.1 s check period
+        for start, end in silences:
+            assert any(
+                isinstance(e, FeedStalled) and e.symbol == symbol and e.since_ns == start
+                for e in events
+            ), f"{symbol}: silence from {start} not reported"
+            assert any(
+                isinstance(e, FeedRecovered) and e.symbol == symbol and e.recovered_ns == end
+                for e in events
+            )
+
+
+@pytest.mark.parametrize("venue", sorted(CASES))
+async def test_a_live_run_with_drops_and_a_silence_equals_the_replay_of_its_frames(
+    venue: str, fake_exchange: Start, tmp_path: Path
+) -> None:
+    case = CASES[venue]()
+    capture = tmp_path / f"capture.{case.fmt}.jsonl"
+    capture.write_bytes(b"".join(case.lines))
+    marks = _marks(capture, case)
+    accounts = tmp_path / "accounts.jsonl"
+    accounts.write_text("\n".join(_accounts(marks, case)) + "\n")
+    script = [
+        raw.decode() if isinstance(raw, bytes) else raw
+        for _, (_, raw) in numbered_frames(capture, case.fmt)
+    ]
+    n = len(script)
+    drops = frozenset({n // 5, n // 2, (4 * n) // 5}) if n > 10 else frozenset({0, 2})
+    pause_at = (3 * n) // 10 if n > 10 else 3
+    fake = await fake_exchange(
+        venue, interval_s=0.002, script=script, drop_after=drops, pause_after={pause_at: PAUSE_S}
+    )
+    expected_ticks = sum(len(v) for v in marks.values())
+
+    live, service = await _live(fake, case, accounts, tmp_path, expected_ticks)
+    replayed = await _replayed(capture, case, accounts)
+
+    assert fake.drops == len(drops)
+    assert service.feed_stats is not None
+    assert service.feed_stats.reconnects >= len(drops)
+    kinds = {e["event"] for e in replayed}
+    assert {"margin_warning", "liquidation"} <= kinds, kinds
+    assert live == replayed
+    assert len({e["id"] for e in live}) == len(live)
+    assert any(isinstance(e, FeedStalled) for e in service.feed_events)
+    _check_staleness(service)

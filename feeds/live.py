@@ -52,7 +52,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -671,7 +671,7 @@ async def frames(
     clock: Callable[[], int] = time.time_ns,
     rand: Callable[[], float] = random.random,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> AsyncIterator[Frame]:
+) -> AsyncGenerator[Frame, None]:
     """Every data frame of the feed, in arrival order, for as long as the consumer iterates.
 
     Reconnects forever on retryable failures (waiting :func:`reconnect_delay`; the attempt

@@ -18,6 +18,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from alerts.console import ConsoleSink
 from alerts.jsonl import JsonLinesSink
 from alerts.mqtt import MqttSink
@@ -27,10 +29,12 @@ from feeds.brackets import BracketFileError, load_brackets
 from feeds.captures import FORMATS, UnknownFormat, detect_format
 from feeds.files import UnreadableFile
 from feeds.frames import VENUES
+from feeds.live import FeedFailed, FeedSpec
 from liqmon import __version__, logs
 from liqmon.capture_replay import replay_capture
 from liqmon.demo import run_demo
 from liqmon.mqtt_options import add_mqtt_options, mqtt_settings, open_outbox
+from liqmon.record import render_recording, run_recording
 from liqmon.replay import progress_for, replay_file
 from liqmon.service import run_service
 from liqmon.settings import ServiceSettings, load_settings, masked
@@ -179,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--symbols", help="A,B,C or all")
     run.add_argument("--feed-url", help="override the venue's websocket endpoint")
     run.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="also write the venue's raw frames to capture files in DIR (replayable)",
+    )
+    run.add_argument(
         "--replay",
         type=Path,
         metavar="FILE",
@@ -200,6 +210,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", metavar="URL", help="broker, mqtt://user@host:port")
     run.add_argument("--state-dir", type=Path, help="snapshot, journal and outbox directory")
     run.add_argument("--http-port", type=int, help="metrics and health port (0: any free)")
+
+    rec = commands.add_parser(
+        "record",
+        help="record a venue's raw frames to gzip capture files that liqmon replay reads",
+        description="Connect to a venue and write every frame with its receive time "
+        "(<receive ns> <frame> lines, gzip, rotated by size and age). Stops after --duration, "
+        "--max-frames, or on SIGTERM / Ctrl-C, finishing the current file.",
+    )
+    rec.add_argument(
+        "--feed",
+        dest="feed_venue",
+        required=True,
+        choices=("binance-usdm", "binance-coinm", "bybit", "okx"),
+    )
+    rec.add_argument("--symbols", required=True, help="A,B,C or all (Binance)")
+    rec.add_argument("--feed-url", help="override the venue's websocket endpoint")
+    rec.add_argument("--dir", type=Path, required=True, help="where the capture files go")
+    rec.add_argument("--prefix", help="file name prefix (default: the venue)")
+    rec.add_argument(
+        "--rotate-mb",
+        type=_positive_float,
+        default=1024.0,
+        help="start a new file before this much frame text (MiB, uncompressed; default 1024)",
+    )
+    rec.add_argument(
+        "--rotate-minutes",
+        type=_positive_float,
+        default=60.0,
+        help="start a new file after this long (default 60)",
+    )
+    rec.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    rec.add_argument("--max-frames", type=int, help="stop after this many frames")
 
     health = commands.add_parser(
         "health", help="probe a running service's /healthz (or /readyz): exit 0 when it answers"
@@ -364,6 +406,7 @@ def _service_settings(args: argparse.Namespace) -> ServiceSettings:
         ("feed_venue", "venue"),
         ("symbols", "symbols"),
         ("feed_url", "url"),
+        ("record", "record_dir"),
         ("replay", "replay"),
         ("speed", "replay_speed"),
     ):
@@ -393,6 +436,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         json={"auto": None, "json": True, "console": False}[settings.log.format],
     )
     return run_service(settings)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    options: dict[str, object] = {"venue": args.feed_venue, "symbols": args.symbols}
+    if args.feed_url:
+        options["url"] = args.feed_url
+    try:
+        spec = FeedSpec.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"record: {first['msg'].removeprefix('Value error, ')}") from None
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise ConfigError("record: --max-frames must be positive")
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"record: cannot create {args.dir}: {exc.strerror or exc}") from None
+    result = asyncio.run(
+        run_recording(
+            spec,
+            args.dir,
+            rotate_bytes=int(args.rotate_mb * (1 << 20)),
+            rotate_seconds=args.rotate_minutes * 60.0,
+            duration_s=args.duration,
+            max_frames=args.max_frames,
+            prefix=args.prefix,
+        )
+    )
+    print(render_recording(result, args.dir), file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -439,7 +512,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_config(args)
         if args.command == "health":
             return cmd_health(args)
+        if args.command == "record":
+            return cmd_record(args)
         return cmd_demo(args)
+    except FeedFailed as exc:
+        print(f"liqmon: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
     except (ConfigError, BracketFileError) as exc:
         print(f"liqmon: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -52,6 +52,7 @@ from feeds.normalized import (
     record_json,
     tick_fields,
 )
+from feeds.recorder import Recorder
 from liqmon import __version__
 from liqmon.ops import Metrics, serve
 from liqmon.persistence import SinkMark, StateStore
@@ -165,6 +166,8 @@ class Service:
         self.feed_health: FeedHealth | None = None
         self.feed_events: deque[FeedEvent] = deque(maxlen=RECENT_FEED_EVENTS)
         self._feed_logged = time.monotonic()
+        self.recorder: Recorder | None = None
+        self._recorder_flushed = time.monotonic()
         if self.feed_spec is not None:
             self.feed_stats = FeedStats(self.feed_spec.venue)
             self.feed_health = FeedHealth(
@@ -363,6 +366,9 @@ class Service:
             events.extend(await self._feed_event(stalled))
         if events:
             await self._publish(events)
+        if self.recorder is not None and time.monotonic() - self._recorder_flushed >= 1.0:
+            self.recorder.flush()  # a killed service loses at most a second of frames
+            self._recorder_flushed = time.monotonic()
         stats = self.feed_stats
         if stats is not None:
             if time.monotonic() - self._feed_logged >= FEED_STATUS_LOG_S:
@@ -489,8 +495,30 @@ class Service:
             self.feed_health.watch(spec.symbols, time.time_ns())
         frames_counter = self.metrics.feed_frames.labels(venue)
         source = f"feed:{venue}"
+        record_dir = self.settings.feed.record_dir
+        if record_dir is not None:
+            record_dir.mkdir(parents=True, exist_ok=True)
+            self.recorder = Recorder(record_dir, prefix=venue)
+        try:
+            await self._consume_feed(spec, stats, parser, frames_counter, source)
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+
+    async def _consume_feed(
+        self,
+        spec: FeedSpec,
+        stats: FeedStats,
+        parser: FrameParser,
+        frames_counter: Any,
+        source: str,
+    ) -> None:
+        venue = spec.venue
+        recorder = self.recorder
         async for frame in frames(spec, stats=stats):
             frames_counter.inc()
+            if recorder is not None:
+                recorder.write(frame)
             parsed = parser.parse(frame.raw, frame.receive_ts_ns)
             for reason, detail in parsed.rejects:
                 self.metrics.feed_rejects.labels(venue, reason).inc()

@@ -73,6 +73,9 @@ class FeedSection(_Section):
     stale_after: float = Field(default=5.0, ge=1.0)
     """A symbol is stale after this many expected intervals without a mark."""
     price_source: Literal["mark", "trade", "mid"] = "mark"
+    record_dir: Path | None = None
+    """Also write every raw frame of the venue to capture files here (``liqmon record``'s
+    format), so the live run can be replayed exactly."""
     replay: Path | None = None
     """A recorded file to use as the tick source instead of a venue (tests, dry runs)."""
     replay_speed: float | None = Field(default=None, gt=0)

@@ -4,8 +4,9 @@ A local server (``tests/fake_exchange.py``) plays real recorded frames of Binanc
 (hftbacktest), Bybit v5 (cryptofeed) and OKX v5 (the documented ``mark-price`` push shape with
 the real rows of a Tardis ``okex-swap`` capture) to ``liqmon run --feed VENUE``, cutting the
 connection several times and falling silent once. The service's JSON Lines events must equal
-those of ``liqmon replay`` of the same frames from a file: nothing sent after a reconnect is
-lost. ``feed_stale`` / ``feed_recovered`` must appear exactly where marks were silent.
+those of ``liqmon replay`` of the same frames from a file (nothing sent after a reconnect is
+lost), and those of a replay of what the service recorded while it ran (``--record``).
+``feed_stale`` / ``feed_recovered`` must appear exactly where marks were silent.
 
 Accounts are derived from the frames: isolated longs and shorts (and one cross account) whose
 margin ratio reaches an alert level at a price the recording actually visits, so warnings,
@@ -18,7 +19,7 @@ import asyncio
 import gzip
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,7 @@ async def _live(
             "price_source": case.price_source,
             "expected_interval_ms": EXPECTED_INTERVAL_MS,
             "stale_after": STALE_AFTER,
+            "record_dir": tmp_path / "recorded",
         },
         state={"dir": tmp_path / "state"},
         http={"enabled": False},
@@ -333,6 +335,8 @@ async def test_a_live_run_with_drops_and_a_silence_equals_the_replay_of_its_fram
 
     live, service = await _live(fake, case, accounts, tmp_path, expected_ticks)
     replayed = await _replayed(capture, case, accounts)
+    (recording,) = (tmp_path / "recorded").iterdir()  # what the live run received, as it came
+    replayed_recording = await _replayed(recording, replace(case, fmt="prefixed"), accounts)
 
     assert fake.drops == len(drops)
     assert service.feed_stats is not None
@@ -340,6 +344,7 @@ async def test_a_live_run_with_drops_and_a_silence_equals_the_replay_of_its_fram
     kinds = {e["event"] for e in replayed}
     assert {"margin_warning", "liquidation"} <= kinds, kinds
     assert live == replayed
+    assert replayed_recording == live
     assert len({e["id"] for e in live}) == len(live)
     assert any(isinstance(e, FeedStalled) for e in service.feed_events)
     _check_staleness(service)

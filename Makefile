@@ -1,7 +1,7 @@
 # One front door for developers and CI. `make check` is what CI runs after installing.
 PY ?= .venv/bin/python
 
-.PHONY: venv lint typecheck test check bench demo
+.PHONY: venv lint typecheck test check bench bench-scale perf-guard demo
 
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[test]'
@@ -20,6 +20,12 @@ check: lint typecheck test
 
 bench:
 	$(PY) -m bench.run
+
+bench-scale:
+	$(PY) -m bench.scale
+
+perf-guard:
+	$(PY) -m bench.guard
 
 demo:
 	.venv/bin/liqmon demo

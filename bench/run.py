@@ -40,7 +40,8 @@ OUT = Path(__file__).resolve().parent / "out"
 PYTHON = sys.executable
 
 
-def workload(name: str, accounts: int, far: int, ticks: int, seed: int) -> Path:
+def workload(name: str, accounts: int, far: int, ticks: int, seed: int, symbols: int = 100) -> Path:
+    """The seeded workload file (generated once, cached in ``bench/out``)."""
     path = OUT / f"{name}.jsonl.gz"
     if not path.exists():
         generate.main(
@@ -48,6 +49,7 @@ def workload(name: str, accounts: int, far: int, ticks: int, seed: int) -> Path:
                 f"--accounts={accounts}",
                 f"--far-accounts={far}",
                 f"--ticks={ticks}",
+                f"--symbols={symbols}",
                 f"--seed={seed}",
                 f"--out={path}",
             ]

@@ -61,13 +61,17 @@ from monitor.records import (
     ContractRecord,
     MarginRecord,
     MarkSource,
+    Mode,
     PositionRecord,
     Record,
+    Side,
     TickRecord,
     exact_mark_of,
 )
 
 NO_EVENTS: tuple[EngineEvent, ...] = ()
+_SIDES: dict[str, Side] = {"both": "both", "long": "long", "short": "short"}
+_MODES: dict[str, Mode] = {"isolated": "isolated", "cross": "cross"}
 ZERO = Decimal(0)
 ONE = Fraction(1)
 
@@ -130,6 +134,10 @@ class Engine:
         self._mark_text: dict[str, MarkSource] = {}
         self._mark_ts: dict[str, int] = {}
         self._stale: set[str] = set()
+        # names and leverages shared by every position that uses them (memory: one string per
+        # account, not one per position)
+        self._names: dict[str, str] = {}
+        self._leverages: dict[object, Decimal] = {}
         self._balances: dict[tuple[str, str], Decimal] = {}
         self._positions: dict[tuple[str, str, str], Position] = {}
         self._entities: dict[EntityRef, Entity] = {}
@@ -384,11 +392,13 @@ class Engine:
         """Apply a position record to the books without evaluating: the entities it touched,
         and state-clear events for entities it emptied."""
         qty = record.qty
-        slot = (record.account, record.symbol, record.side)
+        account = self._names.setdefault(record.account, record.account)
+        symbol, side, mode = contract.symbol, _SIDES[record.side], _MODES[record.mode]
+        slot = (account, symbol, side)
         old = self._positions.pop(slot, None)
         new_ref: EntityRef | None = None
         if qty != 0:
-            new_ref = _entity_ref(record.account, record.symbol, record.side, record.mode, contract)
+            new_ref = _entity_ref(account, symbol, side, mode, contract)
         touched: list[Entity] = []
         cleared: list[EngineEvent] = []
         if old is not None and _ref_of(old) != new_ref:
@@ -407,11 +417,13 @@ class Engine:
             leverage = record.leverage
             if leverage == 0 and old is not None:  # not reported (Binance ACCOUNT_UPDATE)
                 leverage = old.leverage
+            else:  # a few distinct values held by many positions: share them
+                leverage = self._leverages.setdefault(leverage.as_tuple(), leverage)
             position = Position(
-                account=record.account,
-                symbol=record.symbol,
-                side=record.side,
-                mode=record.mode,
+                account=account,
+                symbol=symbol,
+                side=side,
+                mode=mode,
                 leverage=leverage,
                 leg=Leg.of(qty, record.entry, contract),
             )

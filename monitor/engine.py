@@ -70,6 +70,7 @@ from monitor.records import (
 )
 
 NO_EVENTS: tuple[EngineEvent, ...] = ()
+_NOTHING_DUE: list[Entity] = []  # never mutated: returned when a tick crosses no band
 _SIDES: dict[str, Side] = {"both": "both", "long": "long", "short": "short"}
 _MODES: dict[str, Mode] = {"isolated": "isolated", "cross": "cross"}
 ZERO = Decimal(0)
@@ -237,20 +238,21 @@ class Engine:
         """Apply a mark price (the hot path). ``mark`` must be finite and positive;
         ``mark_text`` says exactly what it was (see :data:`monitor.records.MarkSource`); it is
         only read when a decision or an event needs the exact value."""
-        if symbol not in self.contracts:
-            raise TickDropped("unknown_symbol", f"no contract for {symbol}")
         last = self._mark_ts.get(symbol)
-        if last is not None and ts < last:
+        if last is None:
+            if symbol not in self.contracts:
+                raise TickDropped("unknown_symbol", f"no contract for {symbol}")
+        elif ts < last:
             raise TickDropped("stale_tick", f"{symbol} ts {ts} is older than {last}")
         self.prices[symbol] = mark
         self._mark_text[symbol] = mark_text
         self._mark_ts[symbol] = ts
         if ts > self._clock:
             self._clock = ts
-        holders = self._holders.get(symbol)
-        if not holders:
-            return NO_EVENTS
         if last is None:
+            holders = self._holders.get(symbol)
+            if not holders:
+                return NO_EVENTS
             due = [e for e in holders.values() if not e.liquidating]
         else:
             due = self._due(symbol, mark)
@@ -261,7 +263,13 @@ class Engine:
     def _due(self, symbol: str, price: float) -> list[Entity]:
         """Entities a new mark of ``symbol`` can have changed: those whose band it leaves."""
         triggers = self._triggers.get(symbol)
-        return triggers.crossed(price) if triggers is not None else []
+        if triggers is None:
+            return _NOTHING_DUE
+        # the common case, before any call: the mark stays inside every band of the symbol
+        above, below = triggers.above, triggers.below
+        if (not above or above[0][0] >= price) and (not below or -below[0][0] <= price):
+            return _NOTHING_DUE
+        return triggers.crossed(price)
 
     def _apply_contract(self, record: ContractRecord) -> Sequence[EngineEvent]:
         contract = record.contract

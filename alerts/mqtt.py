@@ -3,9 +3,11 @@
 This is the only module that imports aiomqtt (and paho, for MQTT v5 properties).
 
 * **Alerts** (QoS 1, not retained) are appended to the durable :class:`~alerts.outbox.Outbox`
-  first, then published strictly in order, one at a time, each removed only once the broker
-  acknowledged it. A publish that fails or times out is treated as unknown and sent again
-  after reconnecting: delivery is at least once, and subscribers de-duplicate by ``id``.
+  first, then published in order, up to :data:`IN_FLIGHT` awaiting their acknowledgements
+  together, each removed only once the broker acknowledged it and every message before it.
+  A publish that fails or times out is treated as unknown and sent again (with whatever
+  followed it) after reconnecting: delivery is at least once, and subscribers de-duplicate by
+  ``id``. Alerts go before states: states are published only while no alert waits.
 * **State** (QoS 1, retained) is coalesced per entity: only the latest state is kept, published
   at most every ``state_interval_ms`` per entity; a gone entity gets an empty retained message.
 * **Status** (QoS 1, retained): ``online`` on every connect, ``offline`` on a clean shutdown, and
@@ -40,7 +42,7 @@ from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from alerts.jsonl import encode
-from alerts.outbox import Outbox, OutboxStats
+from alerts.outbox import OutboundMessage, Outbox, OutboxStats
 from alerts.topics import DEFAULT_PREFIX, event_topic, state_topic, status_topic
 from monitor.errors import ConfigError
 from monitor.events import (
@@ -54,6 +56,8 @@ from monitor.events import (
 log = structlog.get_logger("liqmon.mqtt")
 
 CONTENT_TYPE = "application/json"
+IN_FLIGHT = 64
+"""Messages published at once, their acknowledgements awaited together."""
 
 
 class MqttSettings(BaseModel):
@@ -320,7 +324,7 @@ class MqttSink:
             tls_context = ssl.create_default_context(cafile=s.ca_file)
             if s.cert_file:
                 tls_context.load_cert_chain(s.cert_file, s.key_file)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host,
             s.port,
             username=s.username,
@@ -333,7 +337,10 @@ class MqttSink:
             keepalive=s.keepalive_s,
             timeout=s.publish_timeout_s,
             tls_context=tls_context,
+            max_inflight_messages=IN_FLIGHT,
         )
+        client.pending_calls_threshold = 2 * IN_FLIGHT  # its warning is for leaked calls
+        return client
 
     async def run(self) -> None:
         """Connect, publish, reconnect on failure; return once closed and drained (or out of
@@ -406,25 +413,23 @@ class MqttSink:
         )
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        """Publish alerts in order, then due states; return when closing and nothing is left."""
+        """Publish alerts in order, then due states; return when closing and nothing is left.
+
+        Up to ``IN_FLIGHT`` messages are published at once (QoS 1 acknowledgements are awaited
+        together, not one round trip each); the client sends them in order, and the outbox is
+        acknowledged up to the last message of the unbroken prefix the broker confirmed. Alerts
+        come first: states are published only while no alert waits.
+        """
         interval = self.settings.state_interval_ms / 1000.0
         while True:
-            message = self.outbox.head()
-            if message is not None:
-                await self._send(
-                    client,
-                    message.topic,
-                    message.payload,
-                    retain=message.retain,
-                    message_id=message.message_id,
-                    expiry_s=message.expiry_s,
-                )
-                self.outbox.ack(message.seq)
-                self.published += 1
-                self._log_backlog()
+            messages = self.outbox.pending(IN_FLIGHT)
+            if messages:
+                await self._send_in_order(client, messages)
                 continue
             next_due = await self._publish_due_states(client, interval)
-            if self.outbox.depth == 0 and not self._states:
+            if self.outbox.depth:
+                continue  # an alert arrived while states were being published
+            if not self._states:
                 self._drained.set()
                 if self._closing:
                     return
@@ -439,27 +444,78 @@ class MqttSink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
+    async def _send_in_order(self, client: aiomqtt.Client, messages: list[OutboundMessage]) -> None:
+        """Publish ``messages`` concurrently (started in order) and acknowledge, in the outbox,
+        every message up to the first failure; re-raise that failure."""
+        results = await asyncio.gather(
+            *(
+                self._send(
+                    client,
+                    message.topic,
+                    message.payload,
+                    retain=message.retain,
+                    message_id=message.message_id,
+                    expiry_s=message.expiry_s,
+                )
+                for message in messages
+            ),
+            return_exceptions=True,
+        )
+        confirmed = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                break
+            confirmed += 1
+        if confirmed:
+            self.outbox.ack(messages[confirmed - 1].seq)
+            self.published += confirmed
+            self._log_backlog()
+        if confirmed < len(results):
+            failure = results[confirmed]
+            assert isinstance(failure, BaseException)  # noqa: S101  # found above
+            raise failure
+
     async def _publish_due_states(self, client: aiomqtt.Client, interval: float) -> float | None:
-        """Publish states whose entity was not published in the last ``interval``; return when
-        the next waiting one falls due (monotonic), or ``None``."""
+        """Publish states whose entity was not published in the last ``interval`` (stopping
+        early when an alert is waiting); return when the next waiting one falls due
+        (monotonic), or ``None``."""
         now = time.monotonic()
         next_due: float | None = None
-        for entity in list(self._states):
-            due = self._state_sent_at.get(entity, 0.0) + interval
-            if due > now and not self._closing:
-                next_due = due if next_due is None else min(next_due, due)
-                continue
-            state = self._states[entity]
-            await self._send(
-                client, state.topic, state.payload, retain=True, message_id=state.message_id
-            )
-            if self._states.get(entity) is state:
-                del self._states[entity]
-            if state.payload:
-                self._state_sent_at[entity] = time.monotonic()
+        due: list[tuple[EntityRef, _State]] = []
+        for entity, state in self._states.items():
+            at = self._state_sent_at.get(entity, 0.0) + interval
+            if at > now and not self._closing:
+                next_due = at if next_due is None else min(next_due, at)
             else:
-                self._state_sent_at.pop(entity, None)
-            self.states_published += 1
+                due.append((entity, state))
+        for start in range(0, len(due), IN_FLIGHT):
+            if self.outbox.depth:
+                return now  # alerts first; the remaining states are still due
+            chunk = due[start : start + IN_FLIGHT]
+            results = await asyncio.gather(
+                *(
+                    self._send(
+                        client,
+                        state.topic,
+                        state.payload,
+                        retain=True,
+                        message_id=state.message_id,
+                    )
+                    for _, state in chunk
+                ),
+                return_exceptions=True,
+            )
+            sent_at = time.monotonic()
+            for (entity, state), result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                if self._states.get(entity) is state:
+                    del self._states[entity]
+                if state.payload:
+                    self._state_sent_at[entity] = sent_at
+                else:
+                    self._state_sent_at.pop(entity, None)
+                self.states_published += 1
         return next_due
 
     def _backlog(self) -> dict[str, Any]:

@@ -182,6 +182,13 @@ class Outbox:
             self._refill()
         return self._window[0] if self._window else None
 
+    def pending(self, limit: int) -> list[OutboundMessage]:
+        """Up to ``limit`` of the oldest unacknowledged messages, oldest first."""
+        if not self._window:
+            self._refill()
+        window = self._window
+        return [window[i] for i in range(min(limit, len(window)))]
+
     def ack(self, seq: int) -> None:
         """The broker acknowledged the message ``seq`` (the head)."""
         while self._window and self._window[0].seq <= seq:

@@ -193,6 +193,7 @@ class SinkMark:
             self.seq = int(self._path.read_text().strip())
         except (FileNotFoundError, ValueError):
             self.seq = -1
+        self._fd: int | None = None
 
     def settle(self, seq: int, event_id: str, last_written_id: str | None) -> None:
         """Called for the regenerated event right after the mark: if the sink already holds
@@ -201,8 +202,15 @@ class SinkMark:
             self.advance(seq)
 
     def advance(self, seq: int) -> None:
-        """Record ``seq`` (replaced atomically: a kill mid-write must not reset the mark)."""
+        """Record ``seq``: one fixed-width write in place at the start of the file (a single
+        small ``pwrite`` is never half done when the process is killed; this is on the alert
+        path, so no temporary file and rename per event)."""
         self.seq = seq
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        tmp.write_text(f"{seq}\n")
-        os.replace(tmp, self._path)
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.pwrite(self._fd, b"%020d\n" % seq, 0)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

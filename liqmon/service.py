@@ -71,6 +71,8 @@ FEED_STATUS_LOG_S = 60.0
 """How often the feed's connection state, counters and clock skew are logged (one line)."""
 HEALTH_CHECK_S = 0.1
 """How often feed staleness is checked (events come at most this late)."""
+YIELD_EVERY_S = 0.001
+"""The engine loop lets other tasks run at least this often while inputs are queued."""
 RECENT_FEED_EVENTS = 1_000
 
 
@@ -116,6 +118,7 @@ class GuardedSink:
 
     async def close(self) -> None:
         await self.inner.close()
+        self.mark.close()
 
 
 def _last_line_id(path: Path) -> str | None:
@@ -402,18 +405,27 @@ class Service:
     async def _engine_loop(self) -> None:
         queue = self.queue
         wait = HEALTH_CHECK_S if self.feed_health is not None else SNAPSHOT_CHECK_S
-        next_check = time.monotonic()
+        next_check = yield_at = time.monotonic()
         while not (self.stopping.is_set() and queue.empty()):
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=wait)
-            except TimeoutError:
-                item = None
+                item = queue.get_nowait()  # a frame's ticks arrive together: no task per item
+            except asyncio.QueueEmpty:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=wait)
+                except TimeoutError:
+                    item = None
             if time.monotonic() >= next_check:
                 await self._check_feed()
                 next_check = time.monotonic() + HEALTH_CHECK_S
             if item is not None:
+                emitted = self.engine.events_emitted
                 try:
                     await self._apply(item)
+                    now = time.monotonic()
+                    if self.engine.events_emitted != emitted or now >= yield_at:
+                        # let the sinks send (an alert at once) and the sockets be read
+                        await asyncio.sleep(0)
+                        yield_at = now + YIELD_EVERY_S
                 finally:
                     if item.line is not None:
                         self.replay_line = max(self.replay_line, item.line)

@@ -1,0 +1,294 @@
+"""Live latency: from a mark leaving the venue to the alert it triggers reaching a subscriber.
+
+    python -m bench.live                      # 100,000 accounts, 1,000 ticks/s, 60 s measured
+    python -m bench.live --accounts 5000 --far-accounts 0 --seconds 20
+
+What runs, all on loopback:
+
+* a real Mosquitto (``liqmon.broker.LocalBroker``);
+* a local Binance USDⓈ-M venue: a websockets server that pushes ``!markPrice@arr`` frames
+  (the real message shape) for 200 symbols, ``--frames-per-s`` of them (5 by default: 1,000
+  ticks/s). Prices follow a random walk of one-second Binance volatility; every
+  ``--jump-every`` frames one symbol jumps 4–8 %, which triggers warnings and liquidations among
+  the active accounts, so alerts are mixed into ordinary ticks. Each frame's event time ``E``
+  is unique, and the wall-clock time it was handed to the socket is kept;
+* ``liqmon run --feed binance-usdm --symbols all`` as its own process, seeded with the accounts
+  (``bench/generate.py``: ``--accounts`` active ones and ``--far-accounts`` far from any
+  threshold, real tiers) and publishing to the broker;
+* a subscriber on ``liqmon/v1/events/#`` in this process. An alert's ``ts`` is the ``E`` of the
+  frame whose mark caused it, so its latency is its arrival time minus that frame's send time:
+  websocket, parsing, the engine, the outbox, MQTT and the broker, end to end.
+
+The first frames value every position at its first mark (all holders of every symbol are
+evaluated once); alerts of the first ``--warmup-s`` seconds are reported apart from the
+steady state. Prints one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+
+from alerts.mqtt import Received, settings_from_url, subscribe
+from bench.generate import Workload
+from liqmon.broker import LocalBroker, free_port
+
+SYMBOLS = 200
+
+
+def _workload_args(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(
+        accounts=args.accounts,
+        far_accounts=args.far_accounts,
+        ticks=0,
+        symbols=SYMBOLS,
+        inverse_share=0.0,  # the USDⓈ-M stream carries linear contracts only
+        record_every=0,
+        jump_probability=0.0,
+        seed=args.seed,
+    )
+
+
+class Venue:
+    """The local Binance: pushes mark frames to every connected client."""
+
+    def __init__(self, prices: dict[str, float], volatility: dict[str, float], args: Any) -> None:
+        self.prices = prices
+        self.volatility = volatility
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.sent: dict[int, int] = {}  # E -> wall-clock ns the frame was handed to the socket
+        self.clients: set[ServerConnection] = set()
+        self.connected = asyncio.Event()
+        self.frames = 0
+        self.jumps = 0
+        self._last_e = 0
+
+    async def handle(self, ws: ServerConnection) -> None:
+        self.clients.add(ws)
+        self.connected.set()
+        try:
+            await ws.wait_closed()
+        finally:
+            self.clients.discard(ws)
+
+    def _frame(self) -> tuple[int, bytes]:
+        rng = self.rng
+        self.frames += 1
+        jump_symbol = None
+        if self.args.jump_every and self.frames % self.args.jump_every == 0:
+            jump_symbol = rng.choice(sorted(self.prices))
+            self.jumps += 1
+        now_ms = time.time_ns() // 1_000_000
+        e = max(now_ms, self._last_e + 1)
+        self._last_e = e
+        data = []
+        for symbol, price in self.prices.items():
+            step = rng.gauss(0.0, self.volatility[symbol])
+            if symbol == jump_symbol:
+                step += rng.choice((-1, 1)) * rng.uniform(0.04, 0.08)
+            price = min(max(price * math.exp(step), 1e-6), 1e7)
+            self.prices[symbol] = price
+            data.append(
+                {
+                    "e": "markPriceUpdate",
+                    "E": e,
+                    "s": symbol,
+                    "p": f"{price:.8g}",
+                    "P": f"{price:.8g}",
+                    "i": f"{price:.8g}",
+                    "r": "0.00010000",
+                    "T": e - e % 28_800_000 + 28_800_000,
+                }
+            )
+        return e, orjson.dumps({"stream": "!markPrice@arr@1s", "data": data})
+
+    async def push(self, seconds: float) -> None:
+        interval = 1.0 / self.args.frames_per_s
+        started = time.monotonic()
+        due = started
+        while time.monotonic() - started < seconds:
+            e, frame = self._frame()
+            text = frame.decode()
+            for ws in list(self.clients):
+                self.sent[e] = time.time_ns()
+                with contextlib.suppress(Exception):
+                    await ws.send(text)
+            due += interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))  # the venue's pace
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError("liqmon run exited during start-up")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(  # loopback
+                f"http://127.0.0.1:{port}/readyz", timeout=2
+            ) as response,
+        ):
+            if response.status == 200:
+                return time.monotonic() - started
+        time.sleep(0.2)  # polling a starting process
+    raise TimeoutError("liqmon run did not become ready")
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+    return {
+        "count": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 3),
+        "p99_ms": round(p99, 3),
+        "max_ms": round(ordered[-1], 3),
+    }
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    workload = Workload(_workload_args(args))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open(args.log, "wb") as log_file,  # noqa: ASYNC230  # opened once, before the run
+    ):
+        accounts = Path(tmp) / "accounts.jsonl"
+        lines = b"".join(orjson.dumps(record) + b"\n" for record in workload.records())
+        await asyncio.to_thread(accounts.write_bytes, lines)
+        prices = {m.symbol: m.price for m in workload.markets}
+        volatility = {m.symbol: m.volatility for m in workload.markets}
+        venue = Venue(prices, volatility, args)
+        with LocalBroker() as broker:
+            server = await serve(venue.handle, "127.0.0.1", 0, ping_interval=None)
+            ws_port = server.sockets[0].getsockname()[1]
+            http_port = free_port()
+            env = {
+                **os.environ,
+                "LIQMON_LOG__LEVEL": "warning",
+                "LIQMON_MQTT__INSTANCE": "bench",
+            }
+            process = subprocess.Popen(  # noqa: ASYNC220  # started once, awaited below
+                [
+                    sys.executable,
+                    "-m",
+                    "liqmon.cli",
+                    "run",
+                    "--feed",
+                    "binance-usdm",
+                    "--symbols",
+                    "all",
+                    "--feed-url",
+                    f"ws://127.0.0.1:{ws_port}/market",
+                    "--accounts",
+                    str(accounts),
+                    "--mqtt",
+                    broker.url,
+                    "--state-dir",
+                    str(Path(tmp) / "state"),
+                    "--http-port",
+                    str(http_port),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+            arrivals: list[tuple[int, int, str]] = []  # (receive ns, E, kind)
+
+            async def on_alert(message: Received) -> None:
+                received = time.time_ns()
+                body = orjson.loads(message.payload)
+                arrivals.append((received, int(body["ts"]), str(body["event"])))
+
+            settings = settings_from_url(broker.url)
+            listener = asyncio.create_task(
+                subscribe(
+                    settings,
+                    ["liqmon/v1/events/#"],
+                    on_alert,
+                    identifier="bench-subscriber",
+                    persistent=False,
+                    raw=True,
+                )
+            )
+            try:
+                await asyncio.wait_for(venue.connected.wait(), timeout=600)
+                ready_s = await asyncio.to_thread(_wait_ready, http_port, process, 600)
+                push_started = time.time_ns()
+                await venue.push(args.warmup_s + args.seconds)
+                await asyncio.sleep(2.0)  # alerts of the last frames are still on their way
+            finally:
+                listener.cancel()
+                stopping = time.monotonic()
+                process.terminate()
+                try:
+                    await asyncio.to_thread(process.wait, 300)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    await asyncio.to_thread(process.wait, 30)
+                shutdown_s = time.monotonic() - stopping
+                server.close()
+    warm_until = push_started + round(args.warmup_s * 1e9)
+    steady: list[float] = []
+    warmup: list[float] = []
+    kinds: dict[str, int] = {}
+    for received, e, kind in arrivals:
+        sent = venue.sent.get(e)
+        if sent is None or kind.startswith("feed_"):
+            continue
+        kinds[kind] = kinds.get(kind, 0) + 1
+        (warmup if sent < warm_until else steady).append((received - sent) / 1e6)
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "accounts": args.accounts,
+        "far_accounts": args.far_accounts,
+        "symbols": SYMBOLS,
+        "ticks_per_s": SYMBOLS * args.frames_per_s,
+        "frames": venue.frames,
+        "jumps": venue.jumps,
+        "seconds_measured": args.seconds,
+        "start_up_to_ready_s": round(ready_s, 1),
+        "shutdown_s": round(shutdown_s, 1),
+        "exit_code": process.returncode,
+        "alerts_by_kind": kinds,
+        "steady_latency": _percentiles(steady),
+        "warmup_latency": _percentiles(warmup),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=5_000, help="active accounts")
+    parser.add_argument("--far-accounts", type=int, default=95_000)
+    parser.add_argument("--frames-per-s", type=float, default=5.0, help="200 marks each")
+    parser.add_argument("--jump-every", type=int, default=2, help="frames between jumps")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured after warm-up")
+    parser.add_argument("--warmup-s", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log", default=os.devnull, help="where liqmon run's log goes")
+    args = parser.parse_args(argv)
+    print(json.dumps(asyncio.run(measure(args)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

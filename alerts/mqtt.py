@@ -7,7 +7,8 @@ This is the only module that imports aiomqtt (and paho, for MQTT v5 properties).
   together, each removed only once the broker acknowledged it and every message before it.
   A publish that fails or times out is treated as unknown and sent again (with whatever
   followed it) after reconnecting: delivery is at least once, and subscribers de-duplicate by
-  ``id``. Alerts go before states: states are published only while no alert waits.
+  ``id``. States are published beside the alerts by tasks of their own: an alert never waits
+  for a state's acknowledgement.
 * **State** (QoS 1, retained) is coalesced per entity: only the latest state is kept, published
   at most every ``state_interval_ms`` per entity; a gone entity gets an empty retained message.
 * **Status** (QoS 1, retained): ``online`` on every connect, ``offline`` on a clean shutdown, and
@@ -26,10 +27,13 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from heapq import heappop, heappush
+from itertools import count
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -57,7 +61,12 @@ log = structlog.get_logger("liqmon.mqtt")
 
 CONTENT_TYPE = "application/json"
 IN_FLIGHT = 64
-"""Messages published at once, their acknowledgements awaited together."""
+"""Alerts published at once, their acknowledgements awaited together."""
+STATES_IN_FLIGHT = 16
+"""Retained states being published at once, beside the alerts."""
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+"""Small packets leave at once: with Nagle's algorithm a publish (or an acknowledgement) can
+wait for the peer's delayed ACK of the previous one, 40 ms on Linux."""
 
 
 class MqttSettings(BaseModel):
@@ -153,6 +162,51 @@ def _positions(positions: tuple[PositionView, ...]) -> list[dict[str, Any]]:
     ]
 
 
+class PackedProperties(Properties):
+    """MQTT 5 PUBLISH properties packed by :func:`publish_properties`: paho assembles them
+    attribute by attribute (about 35 µs a message, more than the rest of a publish); paho only
+    ever calls :meth:`pack` on the properties of a message it sends."""
+
+    packed: bytes
+
+    def __init__(self, packed: bytes) -> None:
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "packed", packed)
+
+    def pack(self) -> bytes:
+        return self.packed
+
+    def __str__(self) -> str:
+        return f"PackedProperties({self.packed!r})"
+
+
+def publish_properties(message_id: str, expiry_s: int | None) -> bytes:
+    """The packed properties of a PUBLISH: content type, the event id as the user property
+    ``id`` (when there is one) and the message expiry (when set), in identifier order as paho
+    packs them, preceded by their length."""
+    body = bytearray()
+    if expiry_s is not None:
+        body += b"\x02" + expiry_s.to_bytes(4, "big")
+    body += b"\x03" + _utf8(CONTENT_TYPE)
+    if message_id:
+        body += b"\x26" + _utf8("id") + _utf8(message_id)
+    return _variable_int(len(body)) + bytes(body)
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def _variable_int(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def state_payload(event: MarginStateChanged) -> dict[str, Any]:
     """The retained state message of an entity (see ``alerts.schema.StatePayload``)."""
     entity = event.entity
@@ -202,6 +256,10 @@ class MqttSink:
         self._closing = False
         self._deadline = float("inf")
         self._states: dict[EntityRef, _State] = {}
+        self._state_tasks: dict[EntityRef, asyncio.Task[None]] = {}
+        self._state_queue: list[tuple[float, int, EntityRef]] = []  # (due, order, entity)
+        self._state_order = count()
+        self._state_failure: Exception | None = None
         self._state_sent_at: dict[EntityRef, float] = {}
         self._drained = asyncio.Event()
         self.connected = False
@@ -252,7 +310,14 @@ class MqttSink:
     def _keep_state(self, entity: EntityRef, state: _State) -> None:
         if entity in self._states:
             self.states_coalesced += 1
+        elif entity not in self._state_tasks:  # a finishing publish schedules its successor
+            self._schedule_state(entity)
         self._states[entity] = state
+
+    def _schedule_state(self, entity: EntityRef) -> None:
+        """Queue ``entity``'s pending state for when its interval since the last publish ends."""
+        at = self._state_sent_at.get(entity, 0.0) + self.settings.state_interval_ms / 1000.0
+        heappush(self._state_queue, (at, next(self._state_order), entity))
 
     async def flush(self) -> None:
         """Wait until everything accepted so far reached the broker (or the drain deadline)."""
@@ -289,13 +354,7 @@ class MqttSink:
     def _properties(self, message_id: str, expiry_s: int | None) -> Properties | None:
         if self.settings.protocol != "5":
             return None
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ContentType = CONTENT_TYPE
-        if message_id:
-            props.UserProperty = [("id", message_id)]
-        if expiry_s is not None:
-            props.MessageExpiryInterval = expiry_s
-        return props
+        return PackedProperties(publish_properties(message_id, expiry_s))
 
     def _status(self, status: str) -> bytes:
         ts = int(self._clock() * 1000)
@@ -337,7 +396,8 @@ class MqttSink:
             keepalive=s.keepalive_s,
             timeout=s.publish_timeout_s,
             tls_context=tls_context,
-            max_inflight_messages=IN_FLIGHT,
+            max_inflight_messages=IN_FLIGHT + STATES_IN_FLIGHT,
+            socket_options=NO_DELAY,
         )
         client.pending_calls_threshold = 2 * IN_FLIGHT  # its warning is for leaked calls
         return client
@@ -413,36 +473,53 @@ class MqttSink:
         )
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        """Publish alerts in order, then due states; return when closing and nothing is left.
+        """Publish alerts in order, and due states beside them; return when closing and nothing
+        is left.
 
-        Up to ``IN_FLIGHT`` messages are published at once (QoS 1 acknowledgements are awaited
-        together, not one round trip each); the client sends them in order, and the outbox is
-        acknowledged up to the last message of the unbroken prefix the broker confirmed. Alerts
-        come first: states are published only while no alert waits.
+        Up to :data:`IN_FLIGHT` alerts are published at once (QoS 1 acknowledgements are
+        awaited together, not one round trip each); the client sends them in order, and the
+        outbox is acknowledged up to the last message of the unbroken prefix the broker
+        confirmed. States are published by tasks of their own (at most
+        :data:`STATES_IN_FLIGHT`, one per entity at a time), so an alert never waits for a
+        state's acknowledgement.
         """
-        interval = self.settings.state_interval_ms / 1000.0
-        while True:
-            messages = self.outbox.pending(IN_FLIGHT)
-            if messages:
-                await self._send_in_order(client, messages)
-                continue
-            next_due = await self._publish_due_states(client, interval)
-            if self.outbox.depth:
-                continue  # an alert arrived while states were being published
-            if not self._states:
-                self._drained.set()
+        try:
+            while True:
+                if self._state_failure is not None:
+                    failure, self._state_failure = self._state_failure, None
+                    raise failure
+                messages = self.outbox.pending(IN_FLIGHT)
+                if messages:
+                    await self._send_in_order(client, messages)
+                    continue
+                next_due = self._start_due_states(client)
+                if not self._states:
+                    self._drained.set()
+                    if self._closing:
+                        return
+                self._wake.clear()
+                timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
                 if self._closing:
-                    return
-            self._wake.clear()
-            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
-            if self._closing:
-                remaining = max(0.0, self._deadline - time.monotonic())
-                timeout = remaining if timeout is None else min(timeout, remaining)
-                if remaining == 0.0:
-                    log.warning("mqtt_drain_deadline", **self._backlog())
-                    return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                    remaining = max(0.0, self._deadline - time.monotonic())
+                    timeout = remaining if timeout is None else min(timeout, remaining)
+                    if remaining == 0.0:
+                        log.warning("mqtt_drain_deadline", **self._backlog())
+                        return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+        finally:
+            await self._cancel_state_publishes()
+
+    async def _cancel_state_publishes(self) -> None:
+        """Stop the state publishes in flight (the connection is gone or closing); their states
+        stay pending, due at once on the next connection."""
+        tasks = dict(self._state_tasks)
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for entity in tasks:  # a task cancelled before it ran never reached its ``finally``
+            if self._state_tasks.pop(entity, None) is not None and entity in self._states:
+                heappush(self._state_queue, (0.0, next(self._state_order), entity))
 
     async def _send_in_order(self, client: aiomqtt.Client, messages: list[OutboundMessage]) -> None:
         """Publish ``messages`` concurrently (started in order) and acknowledge, in the outbox,
@@ -475,48 +552,49 @@ class MqttSink:
             assert isinstance(failure, BaseException)  # noqa: S101  # found above
             raise failure
 
-    async def _publish_due_states(self, client: aiomqtt.Client, interval: float) -> float | None:
-        """Publish states whose entity was not published in the last ``interval`` (stopping
-        early when an alert is waiting); return when the next waiting one falls due
-        (monotonic), or ``None``."""
+    def _start_due_states(self, client: aiomqtt.Client) -> float | None:
+        """Start publishing the pending states that are due (as many as
+        :data:`STATES_IN_FLIGHT` allows; all are due when closing); return when the next one
+        falls due (monotonic), or ``None``. A finishing publish wakes the pump too. The queue is
+        ordered by due time: a call costs the states it starts, not the states pending."""
+        queue = self._state_queue
         now = time.monotonic()
-        next_due: float | None = None
-        due: list[tuple[EntityRef, _State]] = []
-        for entity, state in self._states.items():
-            at = self._state_sent_at.get(entity, 0.0) + interval
-            if at > now and not self._closing:
-                next_due = at if next_due is None else min(next_due, at)
-            else:
-                due.append((entity, state))
-        for start in range(0, len(due), IN_FLIGHT):
-            if self.outbox.depth:
-                return now  # alerts first; the remaining states are still due
-            chunk = due[start : start + IN_FLIGHT]
-            results = await asyncio.gather(
-                *(
-                    self._send(
-                        client,
-                        state.topic,
-                        state.payload,
-                        retain=True,
-                        message_id=state.message_id,
-                    )
-                    for _, state in chunk
-                ),
-                return_exceptions=True,
+        room = STATES_IN_FLIGHT - len(self._state_tasks)
+        while queue and room > 0 and (queue[0][0] <= now or self._closing):
+            _, _, entity = heappop(queue)
+            state = self._states.get(entity)
+            if state is None or entity in self._state_tasks:
+                continue  # scheduled again by the publish in flight when it ends
+            room -= 1
+            self._state_tasks[entity] = asyncio.create_task(self._send_state(client, entity, state))
+        return queue[0][0] if queue else None
+
+    async def _send_state(self, client: aiomqtt.Client, entity: EntityRef, state: _State) -> None:
+        sent = False
+        try:
+            await self._send(
+                client, state.topic, state.payload, retain=True, message_id=state.message_id
             )
-            sent_at = time.monotonic()
-            for (entity, state), result in zip(chunk, results, strict=True):
-                if isinstance(result, BaseException):
-                    raise result
+            sent = True
+        except Exception as exc:  # the pump re-raises it (and reconnects)
+            if self._state_failure is None:
+                self._state_failure = exc
+        finally:  # also when cancelled (the connection is gone)
+            self._state_tasks.pop(entity, None)
+            if sent:
                 if self._states.get(entity) is state:
                     del self._states[entity]
                 if state.payload:
-                    self._state_sent_at[entity] = sent_at
+                    self._state_sent_at[entity] = time.monotonic()
                 else:
                     self._state_sent_at.pop(entity, None)
                 self.states_published += 1
-        return next_due
+            if entity in self._states:  # a newer state came meanwhile, or this one failed
+                if sent:
+                    self._schedule_state(entity)
+                else:
+                    heappush(self._state_queue, (0.0, next(self._state_order), entity))
+            self._wake.set()
 
     def _backlog(self) -> dict[str, Any]:
         stats: OutboxStats = self.outbox.stats()
@@ -605,6 +683,7 @@ async def subscribe(
                     False if persistent and s.protocol == "5" else MQTT_CLEAN_START_FIRST_ONLY
                 ),
                 properties=connect_properties,
+                socket_options=NO_DELAY,
             )
             if persistent:
                 client._client.manual_ack_set(True)  # see the docstring

@@ -69,6 +69,7 @@ class LocalBroker:
             "allow_anonymous true",
             "max_queued_messages 0",
             "max_inflight_messages 0",
+            "set_tcp_nodelay true",  # no 40 ms Nagle / delayed-ACK stalls on small packets
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",

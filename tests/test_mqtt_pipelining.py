@@ -1,5 +1,6 @@
 """Alerts published several at a time keep the outbox's promises: sent in order, removed only
-up to the last message the broker confirmed with every message before it confirmed too.
+up to the last message the broker confirmed with every message before it confirmed too. And
+the MQTT 5 properties liqmon packs itself are the bytes paho would have packed.
 
 The client here is a stand-in for the aiomqtt client's ``publish`` only (the seam
 ``MqttSink._send_in_order`` talks to); the whole path on a real broker is in
@@ -13,10 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from alerts.mqtt import IN_FLIGHT, MqttSink, settings_from_url
+from alerts.mqtt import (
+    CONTENT_TYPE,
+    IN_FLIGHT,
+    STATES_IN_FLIGHT,
+    MqttSink,
+    PackedProperties,
+    publish_properties,
+    settings_from_url,
+)
 from alerts.outbox import Outbox
+from monitor.events import EntityRef, MarginStateChanged
 
 
 class _Client:
@@ -78,3 +93,86 @@ async def test_pending_takes_at_most_the_window(tmp_path: Path) -> None:
     outbox.close()
     assert len(window) == IN_FLIGHT
     assert [m.seq for m in window] == list(range(1, IN_FLIGHT + 1))
+
+
+@given(
+    message_id=st.text(max_size=300),
+    expiry_s=st.none() | st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_packed_publish_properties_are_the_bytes_paho_would_send(
+    message_id: str, expiry_s: int | None
+) -> None:
+    paho = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    paho.ContentType = CONTENT_TYPE
+    if message_id:
+        paho.UserProperty = [("id", message_id)]
+    if expiry_s is not None:
+        paho.MessageExpiryInterval = expiry_s
+    assert PackedProperties(publish_properties(message_id, expiry_s)).pack() == paho.pack()
+
+
+def _state_event(account: str, ratio: float) -> MarginStateChanged:
+    return MarginStateChanged(
+        ts=1,
+        entity=EntityRef(account, "cross", "USDT"),
+        level=None,
+        margin_ratio=ratio,
+        margin_balance=100.0,
+        maintenance_margin=100.0 * ratio,
+        liquidating=False,
+        positions=(),
+    )
+
+
+async def test_states_go_at_most_a_window_at_a_time_and_the_latest_of_each_entity_wins(
+    tmp_path: Path,
+) -> None:
+    sink, outbox = _sink(tmp_path, 0)
+    client = _Client()
+    accounts = [f"acct-{i:03d}" for i in range(3 * STATES_IN_FLIGHT)]
+    for account in accounts:
+        await sink.publish(_state_event(account, 0.1))
+    for account in accounts[:5]:  # newer states before anything went out: coalesced
+        await sink.publish(_state_event(account, 0.2))
+    sink._start_due_states(client)  # type: ignore[arg-type]
+    assert len(sink._state_tasks) == STATES_IN_FLIGHT
+    while sink._states:
+        await asyncio.sleep(0.001)
+        sink._start_due_states(client)  # type: ignore[arg-type]
+    outbox.close()
+    assert len(client.started) == len(accounts)  # one per entity: the coalesced ones too
+    sent = [orjson.loads(payload) for payload in client.started]
+    assert {s["account"]: s["margin_ratio"] for s in sent} == {
+        a: 0.2 if a in accounts[:5] else 0.1 for a in accounts
+    }
+
+
+async def test_a_state_cut_off_by_a_lost_connection_is_published_after_reconnecting(
+    tmp_path: Path,
+) -> None:
+    sink, outbox = _sink(tmp_path, 0)
+    await sink.publish(_state_event("acct-1", 0.1))
+    sink._start_due_states(_Client())  # type: ignore[arg-type]
+    await sink._cancel_state_publishes()  # what the pump does when its client fails
+    client = _Client()
+    sink._start_due_states(client)  # type: ignore[arg-type]
+    await asyncio.gather(*sink._state_tasks.values())
+    outbox.close()
+    assert [orjson.loads(p)["account"] for p in client.started] == ["acct-1"]
+    assert not sink._states
+
+
+async def test_a_state_cut_off_while_on_the_wire_is_published_again(tmp_path: Path) -> None:
+    sink, outbox = _sink(tmp_path, 0)
+    await sink.publish(_state_event("acct-1", 0.1))
+    first = _Client()
+    sink._start_due_states(first)  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the publish has started
+    await sink._cancel_state_publishes()
+    client = _Client()
+    sink._start_due_states(client)  # type: ignore[arg-type]
+    await asyncio.gather(*sink._state_tasks.values())
+    outbox.close()
+    assert len(first.started) == 1
+    assert [orjson.loads(p)["account"] for p in client.started] == ["acct-1"]
+    assert not sink._states

@@ -1,6 +1,7 @@
 """Live latency: from a mark leaving the venue to the alert it triggers reaching a subscriber.
 
-    python -m bench.live                      # 100,000 accounts, 1,000 ticks/s, 60 s measured
+    python -m bench.live                      # 100,000 accounts, 1,000 ticks/s, 120 s measured
+    python -m bench.live --jump-every 2       # stress: a 4–8 % jump every 0.4 s
     python -m bench.live --accounts 5000 --far-accounts 0 --seconds 20
 
 What runs, all on loopback:
@@ -9,13 +10,15 @@ What runs, all on loopback:
 * a local Binance USDⓈ-M venue: a websockets server that pushes ``!markPrice@arr`` frames
   (the real message shape) for 200 symbols, ``--frames-per-s`` of them (5 by default: 1,000
   ticks/s). Prices follow a random walk of one-second Binance volatility; every
-  ``--jump-every`` frames one symbol jumps 4–8 %, which triggers warnings and liquidations among
-  the active accounts, so alerts are mixed into ordinary ticks. Each frame's event time ``E``
-  is unique, and the wall-clock time it was handed to the socket is kept;
+  ``--jump-every`` frames (25: every 5 s) one symbol jumps 4–8 %, which triggers warnings and
+  liquidations among the active accounts, so alerts are mixed into ordinary ticks. Each
+  frame's event time ``E`` is unique, and the wall-clock time it was handed to the socket is
+  kept;
 * ``liqmon run --feed binance-usdm --symbols all`` as its own process, seeded with the accounts
   (``bench/generate.py``: ``--accounts`` active ones and ``--far-accounts`` far from any
   threshold, real tiers) and publishing to the broker;
-* a subscriber on ``liqmon/v1/events/#`` in this process. An alert's ``ts`` is the ``E`` of the
+* a subscriber on ``liqmon/v1/events/#`` on its own thread in this process (paho's network
+  loop, stamping each message as it is read from the socket). An alert's ``ts`` is the ``E`` of the
   frame whose mark caused it, so its latency is its arrival time minus that frame's send time:
   websocket, parsing, the engine, the outbox, MQTT and the broker, end to end.
 
@@ -34,19 +37,21 @@ import math
 import os
 import platform
 import random
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
+import paho.mqtt.client as paho
 from websockets.asyncio.server import ServerConnection, serve
 
-from alerts.mqtt import Received, settings_from_url, subscribe
 from bench.generate import Workload
 from liqmon.broker import LocalBroker, free_port
 
@@ -135,6 +140,38 @@ class Venue:
             await asyncio.sleep(max(0.0, due - time.monotonic()))  # the venue's pace
 
 
+class Subscriber:
+    """An alert subscriber on its own network thread (paho's), stamping each message the
+    moment it is read from the socket: the measurement must not wait for this process's event
+    loop, which also runs the venue."""
+
+    def __init__(self, port: int) -> None:
+        self.arrivals: list[tuple[int, bytes]] = []  # (receive ns, payload)
+        self.ready = threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-subscriber")
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.connect("127.0.0.1", port)
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.loop_start()
+        self._client = client
+        if not self.ready.wait(30):
+            raise TimeoutError("the subscriber did not connect")
+
+    def _on_connect(self, client: paho.Client, *_: Any) -> None:
+        client.subscribe("liqmon/v1/events/#", qos=1)
+        self.ready.set()
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
+        self.arrivals.append((time.time_ns(), message.payload))
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
 def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -150,6 +187,12 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float) -
                 return time.monotonic() - started
         time.sleep(0.2)  # polling a starting process
     raise TimeoutError("liqmon run did not become ready")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -211,32 +254,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
             )
-            arrivals: list[tuple[int, int, str]] = []  # (receive ns, E, kind)
-
-            async def on_alert(message: Received) -> None:
-                received = time.time_ns()
-                body = orjson.loads(message.payload)
-                arrivals.append((received, int(body["ts"]), str(body["event"])))
-
-            settings = settings_from_url(broker.url)
-            listener = asyncio.create_task(
-                subscribe(
-                    settings,
-                    ["liqmon/v1/events/#"],
-                    on_alert,
-                    identifier="bench-subscriber",
-                    persistent=False,
-                    raw=True,
-                )
-            )
+            subscriber = Subscriber(broker.port)
             try:
                 await asyncio.wait_for(venue.connected.wait(), timeout=600)
                 ready_s = await asyncio.to_thread(_wait_ready, http_port, process, 600)
                 push_started = time.time_ns()
-                await venue.push(args.warmup_s + args.seconds)
+                await venue.push(args.warmup_s)
+                cpu_before = _cpu_seconds(process.pid)
+                await venue.push(args.seconds)
+                cpu_busy = (_cpu_seconds(process.pid) - cpu_before) / args.seconds
                 await asyncio.sleep(2.0)  # alerts of the last frames are still on their way
             finally:
-                listener.cancel()
+                subscriber.close()
                 stopping = time.monotonic()
                 process.terminate()
                 try:
@@ -250,7 +279,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     steady: list[float] = []
     warmup: list[float] = []
     kinds: dict[str, int] = {}
-    for received, e, kind in arrivals:
+    for received, payload in subscriber.arrivals:
+        body = orjson.loads(payload)
+        e, kind = int(body["ts"]), str(body["event"])
         sent = venue.sent.get(e)
         if sent is None or kind.startswith("feed_"):
             continue
@@ -269,6 +300,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "start_up_to_ready_s": round(ready_s, 1),
         "shutdown_s": round(shutdown_s, 1),
         "exit_code": process.returncode,
+        "liqmon_cpu_share_steady": round(cpu_busy, 3),
         "alerts_by_kind": kinds,
         "steady_latency": _percentiles(steady),
         "warmup_latency": _percentiles(warmup),
@@ -280,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=5_000, help="active accounts")
     parser.add_argument("--far-accounts", type=int, default=95_000)
     parser.add_argument("--frames-per-s", type=float, default=5.0, help="200 marks each")
-    parser.add_argument("--jump-every", type=int, default=2, help="frames between jumps")
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured after warm-up")
-    parser.add_argument("--warmup-s", type=float, default=10.0)
+    parser.add_argument("--jump-every", type=int, default=25, help="frames between jumps")
+    parser.add_argument("--seconds", type=float, default=120.0, help="measured after warm-up")
+    parser.add_argument("--warmup-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", default=os.devnull, help="where liqmon run's log goes")
     args = parser.parse_args(argv)

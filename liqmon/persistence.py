@@ -25,7 +25,7 @@ never followed by its events.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -157,21 +157,34 @@ class StateStore:
 
     def snapshot(self, engine: Engine, meta: dict[str, Any]) -> None:
         """Write the engine's state, start a new journal generation, drop the old ones."""
+        self.begin_snapshot(engine, meta)()
+
+    def begin_snapshot(self, engine: Engine, meta: dict[str, Any]) -> Callable[[], None]:
+        """Capture the engine's state and start a new journal generation now; return the rest
+        (serialize, write, drop the older journals), which touches no live state and may run
+        on another thread. Until it has run, a restart restores the previous snapshot and
+        replays the older journals and the new one: nothing is lost either way."""
         generation = self._generation + 1
         data = {"generation": generation, "engine": export_state(engine), "service": meta}
-        write_atomically(self.directory / SNAPSHOT, orjson.dumps(data))
+        entities = engine.entity_count
+        journaled = self.journaled
         self._generation = generation
         self._open_journal()
-        for old in self._generations():
-            if old < generation:
-                self._journal_path(old).unlink(missing_ok=True)
-        log.info(
-            "state_snapshot",
-            generation=generation,
-            entities=engine.entity_count,
-            journaled_since_last=self.journaled,
-        )
         self.journaled = 0
+
+        def finish() -> None:
+            write_atomically(self.directory / SNAPSHOT, orjson.dumps(data))
+            for old in self._generations():
+                if old < generation:
+                    self._journal_path(old).unlink(missing_ok=True)
+            log.info(
+                "state_snapshot",
+                generation=generation,
+                entities=entities,
+                journaled_since_last=journaled,
+            )
+
+        return finish
 
     def close(self) -> None:
         if self._journal is not None:

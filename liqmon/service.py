@@ -9,7 +9,8 @@ touched concurrently.
 For each input the engine loop: applies it; journals it if it was an account record or changed
 an entity's alert state (before any event leaves); hands the events to the sinks, which skip
 what they already wrote before a crash (:class:`GuardedSink`); and, every
-``state.snapshot_interval_s``, snapshots the state and compacts the journal. An account message
+``state.snapshot_interval_s`` (once the journal is worth it), snapshots the state and compacts
+the journal — the state is captured at once, the file written on a thread. An account message
 from MQTT is acknowledged to the broker only after it was journaled, so one in flight during a
 crash is delivered again.
 
@@ -67,12 +68,19 @@ log = structlog.get_logger("liqmon.service")
 
 QUEUE_SIZE = 10_000
 SNAPSHOT_CHECK_S = 1.0
+SNAPSHOT_JOURNAL_MIN = 1
+SNAPSHOT_JOURNAL_MAX = 100_000
+"""A periodic snapshot waits until the journal since the last one holds a quarter as many lines
+as there are open positions, bounded by these."""
 FEED_STATUS_LOG_S = 60.0
 """How often the feed's connection state, counters and clock skew are logged (one line)."""
 HEALTH_CHECK_S = 0.1
 """How often feed staleness is checked (events come at most this late)."""
-YIELD_EVERY_S = 0.001
+YIELD_EVERY_S = 0.0005
 """The engine loop lets other tasks run at least this often while inputs are queued."""
+ALERT_YIELDS = 6
+"""Event-loop turns the engine loop gives up after an input that caused events: about what
+the MQTT sink needs to wake, publish and have the packet written."""
 RECENT_FEED_EVENTS = 1_000
 
 
@@ -171,6 +179,8 @@ class Service:
         self._feed_logged = time.monotonic()
         self.recorder: Recorder | None = None
         self._recorder_flushed = time.monotonic()
+        self._applied_receive_ns: int | None = None  # receive time of the last tick applied
+        self._snapshot_writing: asyncio.Future[None] | None = None
         if self.feed_spec is not None:
             self.feed_stats = FeedStats(self.feed_spec.venue)
             self.feed_health = FeedHealth(
@@ -259,6 +269,8 @@ class Service:
         try:
             if record is None:
                 events = []
+                if item.receive_ns is not None:
+                    self._applied_receive_ns = item.receive_ns
                 if item.receive_ns is not None and self.feed_health is not None:
                     recovered = self.feed_health.observe(item.symbol, item.receive_ns, item.mark)
                     if recovered is not None:
@@ -365,7 +377,12 @@ class Service:
         if health is None:
             return
         events: list[EngineEvent] = []
-        for stalled in health.check(time.time_ns()):
+        now_ns = time.time_ns()
+        if not self.queue.empty() and self._applied_receive_ns is not None:
+            # behind the feed: judge it by what it had delivered when the input being applied
+            # arrived, not by the wall clock (a backlog here is not a silent venue)
+            now_ns = min(now_ns, self._applied_receive_ns)
+        for stalled in health.check(now_ns):
             events.extend(await self._feed_event(stalled))
         if events:
             await self._publish(events)
@@ -421,23 +438,49 @@ class Service:
                 emitted = self.engine.events_emitted
                 try:
                     await self._apply(item)
-                    now = time.monotonic()
-                    if self.engine.events_emitted != emitted or now >= yield_at:
-                        # let the sinks send (an alert at once) and the sockets be read
-                        await asyncio.sleep(0)
-                        yield_at = now + YIELD_EVERY_S
+                    if self.engine.events_emitted != emitted:
+                        # an alert: let the sinks hand it to the socket before going on
+                        for _ in range(ALERT_YIELDS):
+                            await asyncio.sleep(0)
+                        yield_at = time.monotonic() + YIELD_EVERY_S
+                    elif time.monotonic() >= yield_at:
+                        await asyncio.sleep(0)  # let the sockets be read and written
+                        yield_at = time.monotonic() + YIELD_EVERY_S
                 finally:
                     if item.line is not None:
                         self.replay_line = max(self.replay_line, item.line)
                     if item.handled is not None and not item.handled.done():
                         item.handled.set_result(None)
                 self.metrics.queue_depth.set(queue.qsize())
-            if time.monotonic() - self._last_snapshot >= self.settings.state.snapshot_interval_s:
-                self.snapshot()
+            if self._snapshot_due():
+                self._snapshot_in_background()
             self._report_sinks()
+
+    def _snapshot_due(self) -> bool:
+        """Every ``snapshot_interval_s``, once the journal since the last snapshot is worth it:
+        a snapshot costs the whole book (about a second at 100,000 accounts), so a large, quiet
+        book is not rewritten every interval for a few journal lines (restart time stays
+        bounded: replaying the journal costs about what the snapshot would have)."""
+        if time.monotonic() - self._last_snapshot < self.settings.state.snapshot_interval_s:
+            return False
+        if self._snapshot_writing is not None and not self._snapshot_writing.done():
+            return False
+        return self.store.journaled >= min(
+            SNAPSHOT_JOURNAL_MAX, max(SNAPSHOT_JOURNAL_MIN, self.engine.position_count // 4)
+        )
+
+    def _snapshot_in_background(self) -> None:
+        """Capture the state now; serialize and write it on a thread (the engine goes on)."""
+        finish = self.store.begin_snapshot(self.engine, {"replay_line": self.replay_line})
+        self._after_snapshot()
+        self._snapshot_writing = asyncio.ensure_future(asyncio.to_thread(finish))
+        self._snapshot_writing.add_done_callback(_log_snapshot_failure)
 
     def snapshot(self) -> None:
         self.store.snapshot(self.engine, {"replay_line": self.replay_line})
+        self._after_snapshot()
+
+    def _after_snapshot(self) -> None:
         self._dirty_marks.clear()  # the snapshot holds every mark
         self._last_snapshot = time.monotonic()
         self.metrics.snapshots.inc()
@@ -635,6 +678,8 @@ class Service:
                     task.cancel()
                 if self.feed_stats is not None:
                     self._log_feed("feed_summary")
+                if self._snapshot_writing is not None:  # its journals are still needed
+                    await asyncio.wait([self._snapshot_writing])
                 self.snapshot()
                 for sink in self.sinks:
                     await sink.close()
@@ -661,6 +706,13 @@ class Service:
         if not self.stopping.is_set():
             log.info("service_stopping")
             self.stopping.set()
+
+
+def _log_snapshot_failure(future: asyncio.Future[None]) -> None:
+    """A snapshot that could not be written is only a missed compaction: the journal since the
+    previous one is kept, and the next snapshot tries again."""
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.error("state_snapshot_failed", error=str(exc))
 
 
 def _margin_key(record: MarginRecord) -> tuple[str, str, str, str, int]:

@@ -14,9 +14,11 @@ Policy = Literal["close", "hold"]
 
 DEFAULT_LEVELS = (Decimal("0.7"), Decimal("0.8"), Decimal("0.9"))
 DEFAULT_HYSTERESIS = Decimal("0.05")
-STATE_RATIO_FLOOR = 0.01
-"""State moves are measured against at least this ratio, so a near-zero ratio is not
-republished on every tiny change."""
+STATE_RATIO_FLOOR = 0.1
+"""State moves are measured against at least this ratio, so a ratio far below every alert level
+is not republished on every small change: with ``state_move`` 5 %, a ratio under 0.1 is
+republished when it moved by 0.005. (At 0.01, the accounts far from any threshold of a 100,000
+account book republished — and were re-evaluated — on every few-percent move of a mark.)"""
 
 
 def _decimal(name: str, value: object) -> Decimal:

@@ -1,7 +1,7 @@
 # One front door for developers and CI. `make check` is what CI runs after installing.
 PY ?= .venv/bin/python
 
-.PHONY: venv lint typecheck test check bench bench-scale perf-guard demo
+.PHONY: venv lint typecheck test check bench bench-scale bench-live perf-guard demo
 
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[test]'
@@ -23,6 +23,9 @@ bench:
 
 bench-scale:
 	$(PY) -m bench.scale
+
+bench-live:
+	$(PY) -m bench.live
 
 perf-guard:
 	$(PY) -m bench.guard

@@ -2,24 +2,28 @@
 
     python -m bench.memory FILE
 
-Prints one JSON object: the RSS after imports and contracts (``base``), at the end of the
-replay (``end``), the peak (``peak``, from ``getrusage``), the open positions and entities at
-the end, and ``(end - base) / positions``: what each open position costs with everything the
-engine keeps for it (its entity, the trigger index, marks), measured, not estimated.
+Prints one JSON object: the RSS after imports (``base``); the RSS and the open positions once
+every symbol has had its first mark (``indexed``: every position loaded, valued and in the
+trigger index — the steady state of a book) and ``(indexed - base) / positions``, what each
+open position costs with everything the engine keeps for it (its entity, its share of the
+trigger index, marks), measured, not estimated; and the RSS, open positions and peak at the end
+of the file (liquidated positions are gone by then, but the allocator keeps their memory).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
 import resource
 import sys
 
-from alerts.sink import MemorySink
-from liqmon.replay import replay_file
+from feeds.files import read_lines
+from feeds.normalized import parse_line
+from liqmon import logs
 from monitor.engine import Engine
+from monitor.errors import RecordRefused
+from monitor.records import TickRecord
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -29,44 +33,53 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * _PAGE
 
 
-class _CountingSink(MemorySink):
-    """Counts events without keeping them (their memory is not the engine's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    async def publish(self, event: object) -> None:  # type: ignore[override]
-        self.count += 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m bench.memory FILE", file=sys.stderr)
         return 2
+    logs.configure(level="error")  # refused records are expected; stdout carries the figures
     gc.set_threshold(10_000, 50, 50)  # as the CLI does
     engine = Engine()
     gc.collect()
     base = rss_bytes()
-    sink = _CountingSink()
-    stats = asyncio.run(replay_file(args[0], engine, sink))
+    events = refused = lines = 0
+    indexed: dict[str, int] | None = None
+    ticked: set[str] = set()
+    for _, line in read_lines(args[0]):
+        lines += 1
+        try:
+            record = parse_line(line)
+            if isinstance(record, TickRecord):
+                ticked.add(record.symbol)
+            events += len(engine.apply(record))
+        except RecordRefused:  # malformed records included
+            refused += 1
+        if indexed is None and ticked and len(ticked) == len(engine.contracts):
+            # every symbol has its first mark: every position is valued and indexed
+            gc.collect()
+            indexed = {"rss": rss_bytes(), "positions": engine.position_count}
     gc.collect()
     end = rss_bytes()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     positions = engine.position_count
+    book = indexed or {"rss": end, "positions": positions}
     print(
         json.dumps(
             {
                 "file": args[0],
-                "lines": stats.lines,
-                "events": sink.count,
-                "positions": positions,
-                "entities": engine.entity_count,
+                "lines": lines,
+                "refused": refused,
+                "events": events,
                 "base_rss_mib": round(base / 2**20, 1),
+                "indexed_rss_mib": round(book["rss"] / 2**20, 1),
+                "indexed_positions": book["positions"],
+                "bytes_per_position": round((book["rss"] - base) / book["positions"])
+                if book["positions"]
+                else None,
                 "end_rss_mib": round(end / 2**20, 1),
+                "end_positions": positions,
                 "peak_rss_mib": round(peak / 2**20, 1),
-                "bytes_per_position": round((end - base) / positions) if positions else None,
             }
         )
     )

@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             figures = json.loads(result.stdout)
             print(
-                f"{path.name}: {figures['positions']:,} open positions, "
+                f"{path.name}: {figures['indexed_positions']:,} open positions indexed, "
                 f"{figures['bytes_per_position']:,} bytes each "
-                f"(RSS {figures['base_rss_mib']} -> {figures['end_rss_mib']} MiB, "
-                f"peak {figures['peak_rss_mib']} MiB)"
+                f"(RSS {figures['base_rss_mib']} -> {figures['indexed_rss_mib']} MiB; "
+                f"end of file {figures['end_rss_mib']} MiB, peak {figures['peak_rss_mib']} MiB)"
             )
     return 0
 

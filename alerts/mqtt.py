@@ -520,6 +520,7 @@ class MqttSink:
         for entity in tasks:  # a task cancelled before it ran never reached its ``finally``
             if self._state_tasks.pop(entity, None) is not None and entity in self._states:
                 heappush(self._state_queue, (0.0, next(self._state_order), entity))
+        self._state_failure = None  # it ended that connection; the next one starts clean
 
     async def _send_in_order(self, client: aiomqtt.Client, messages: list[OutboundMessage]) -> None:
         """Publish ``messages`` concurrently (started in order) and acknowledge, in the outbox,
@@ -560,6 +561,8 @@ class MqttSink:
         queue = self._state_queue
         now = time.monotonic()
         room = STATES_IN_FLIGHT - len(self._state_tasks)
+        if room <= 0:
+            return None  # the next publish to finish wakes the pump
         while queue and room > 0 and (queue[0][0] <= now or self._closing):
             _, _, entity = heappop(queue)
             state = self._states.get(entity)

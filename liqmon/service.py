@@ -180,6 +180,7 @@ class Service:
         self.recorder: Recorder | None = None
         self._recorder_flushed = time.monotonic()
         self._applied_receive_ns: int | None = None  # receive time of the last tick applied
+        self._queued_feed_ticks = 0  # feed ticks waiting in the queue
         self._snapshot_writing: asyncio.Future[None] | None = None
         if self.feed_spec is not None:
             self.feed_stats = FeedStats(self.feed_spec.venue)
@@ -271,6 +272,7 @@ class Service:
                 events = []
                 if item.receive_ns is not None:
                     self._applied_receive_ns = item.receive_ns
+                    self._queued_feed_ticks -= 1
                 if item.receive_ns is not None and self.feed_health is not None:
                     recovered = self.feed_health.observe(item.symbol, item.receive_ns, item.mark)
                     if recovered is not None:
@@ -378,9 +380,9 @@ class Service:
             return
         events: list[EngineEvent] = []
         now_ns = time.time_ns()
-        if not self.queue.empty() and self._applied_receive_ns is not None:
-            # behind the feed: judge it by what it had delivered when the input being applied
-            # arrived, not by the wall clock (a backlog here is not a silent venue)
+        if self._queued_feed_ticks > 0 and self._applied_receive_ns is not None:
+            # behind the feed: judge it by what it had delivered when the tick being applied
+            # arrived, not by the wall clock (its ticks waiting here are not a silent venue)
             now_ns = min(now_ns, self._applied_receive_ns)
         for stalled in health.check(now_ns):
             events.extend(await self._feed_event(stalled))
@@ -472,16 +474,19 @@ class Service:
     def _snapshot_in_background(self) -> None:
         """Capture the state now; serialize and write it on a thread (the engine goes on)."""
         finish = self.store.begin_snapshot(self.engine, {"replay_line": self.replay_line})
-        self._after_snapshot()
+        # the marks not journaled yet stay dirty: until the file is written, a restart restores
+        # the previous snapshot, and the new journal must value its records at the same marks
+        self._after_snapshot(keep_dirty_marks=True)
         self._snapshot_writing = asyncio.ensure_future(asyncio.to_thread(finish))
         self._snapshot_writing.add_done_callback(_log_snapshot_failure)
 
     def snapshot(self) -> None:
         self.store.snapshot(self.engine, {"replay_line": self.replay_line})
-        self._after_snapshot()
+        self._after_snapshot(keep_dirty_marks=False)
 
-    def _after_snapshot(self) -> None:
-        self._dirty_marks.clear()  # the snapshot holds every mark
+    def _after_snapshot(self, *, keep_dirty_marks: bool) -> None:
+        if not keep_dirty_marks:
+            self._dirty_marks.clear()  # the written snapshot holds every mark
         self._last_snapshot = time.monotonic()
         self.metrics.snapshots.inc()
 
@@ -495,6 +500,8 @@ class Service:
     # -- producers -----------------------------------------------------------------------------
 
     async def _put(self, item: Input) -> None:
+        if item.receive_ns is not None:
+            self._queued_feed_ticks += 1
         await self.queue.put(item)
 
     async def _replay_source(self, path: Path, speed: float | None) -> None:

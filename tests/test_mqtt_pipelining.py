@@ -136,6 +136,8 @@ async def test_states_go_at_most_a_window_at_a_time_and_the_latest_of_each_entit
         await sink.publish(_state_event(account, 0.2))
     sink._start_due_states(client)  # type: ignore[arg-type]
     assert len(sink._state_tasks) == STATES_IN_FLIGHT
+    # more are due, but no room: the pump must sleep until a publish ends, not spin
+    assert sink._start_due_states(client) is None  # type: ignore[arg-type]
     while sink._states:
         await asyncio.sleep(0.001)
         sink._start_due_states(client)  # type: ignore[arg-type]

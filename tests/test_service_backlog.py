@@ -40,14 +40,25 @@ def _tick(receive_ns: int) -> Input:
 async def test_a_queued_backlog_does_not_make_the_feed_stale(tmp_path: Path) -> None:
     service = _service(tmp_path)
     long_ago = time.time_ns() - 10_000_000_000  # applied now, received 10 s ago
-    await service._apply(_tick(long_ago))
-    service.queue.put_nowait(_tick(long_ago + 50_000_000))  # the feed kept delivering
+    await service._put(_tick(long_ago))
+    await service._apply(service.queue.get_nowait())
+    await service._put(_tick(long_ago + 50_000_000))  # the feed kept delivering
     await service._check_feed()
     assert list(service.feed_events) == []
 
 
 async def test_once_caught_up_the_wall_clock_says_the_feed_is_stale(tmp_path: Path) -> None:
     service = _service(tmp_path)
-    await service._apply(_tick(time.time_ns() - 10_000_000_000))
+    await service._put(_tick(time.time_ns() - 10_000_000_000))
+    await service._apply(service.queue.get_nowait())
     await service._check_feed()  # nothing queued: the venue has said nothing for 10 s
+    assert [event.kind for event in service.feed_events] == ["feed_stale"]
+
+
+async def test_queued_account_records_do_not_hide_a_silent_feed(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    await service._put(_tick(time.time_ns() - 10_000_000_000))
+    await service._apply(service.queue.get_nowait())
+    await service._put(Input(source="mqtt"))  # an account message waits; no tick does
+    await service._check_feed()
     assert [event.kind for event in service.feed_events] == ["feed_stale"]

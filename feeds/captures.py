@@ -17,7 +17,7 @@ so that the frame parser rejects it and the replay counts it with its line numbe
 line whose prefix is not a number, a wrapped line that is not such an object, ...). A wrapped
 line whose ``local_ts`` alone is bad yields its frame with receive time ``None``.
 
-Lines are cut like :func:`feeds.files.numbered_lines` does, but at :data:`MAX_LINE_BYTES` (twice
+Lines are cut by :func:`feeds.files.numbered_lines`, at :data:`MAX_LINE_BYTES` (twice
 the frame limit, room for a wrapped frame's escaping) rather than the normalized-record limit:
 a frame a live feed accepts is read whole from its capture, and a longer line reaches the
 parser cut to just over the limit, so it is rejected as ``oversized`` exactly as it would be live.
@@ -26,14 +26,14 @@ parser cut to just over the limit, so it is rejected as ``oversized`` exactly as
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 
 import orjson
 
-from feeds.files import UnreadableFile, chunks
+from feeds.files import UnreadableFile, chunks, numbered_lines
 from feeds.ticks import MAX_FRAME_BYTES
 
 FORMATS = ("prefixed", "wrapped", "raw", "tardis", "normalized")
@@ -56,32 +56,7 @@ class UnknownFormat(UnreadableFile):
 
 def capture_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """``(line number, line)`` for every non-blank line of a capture, gzip or plain."""
-    return _numbered(chunks(path), MAX_LINE_BYTES)
-
-
-def _numbered(pieces: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes]]:
-    number = 0
-    pending = b""
-    overflow = False
-    for chunk in pieces:
-        if overflow:
-            cut = chunk.find(b"\n")
-            if cut < 0:
-                continue
-            number += 1
-            yield number, pending
-            pending, overflow = b"", False
-            chunk = chunk[cut + 1 :]
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            number += 1
-            if line.strip():
-                yield number, line
-        if len(pending) > limit:
-            pending, overflow = pending[: limit + 1], True
-    if overflow or pending.strip():
-        yield number + 1, pending
+    return numbered_lines(chunks(path), MAX_LINE_BYTES)
 
 
 def line_format(line: bytes) -> str | None:

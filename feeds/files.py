@@ -93,11 +93,13 @@ def _gunzip(raw: BinaryIO, path: str | Path, chunk_bytes: int) -> Iterator[bytes
         raise UnreadableFile(f"{path}: the gzip data is truncated")
 
 
-def numbered_lines(pieces: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+def numbered_lines(
+    pieces: Iterable[bytes], limit: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes]]:
     """``(line number, line)`` for every non-blank line of a stream of byte chunks.
 
-    Memory stays bounded by a chunk plus ``MAX_LINE_BYTES``: a longer line is cut just past the
-    limit (so the parser rejects it, with its number) and the rest of it is skipped.
+    Memory stays bounded by a chunk plus ``limit``: a longer line is cut just past the limit (so
+    the parser rejects it, with its number) and the rest of it is skipped.
     """
     number = 0
     pending = b""
@@ -117,8 +119,8 @@ def numbered_lines(pieces: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
             number += 1
             if line.strip():
                 yield number, line
-        if len(pending) > MAX_LINE_BYTES:
-            pending, overflow = pending[: MAX_LINE_BYTES + 1], True
+        if len(pending) > limit:
+            pending, overflow = pending[: limit + 1], True
     if overflow or pending.strip():
         yield number + 1, pending
 

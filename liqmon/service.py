@@ -270,13 +270,14 @@ class Service:
         try:
             if record is None:
                 events = []
-                if item.receive_ns is not None:
+                if item.receive_ns is not None:  # a feed tick
                     self._applied_receive_ns = item.receive_ns
                     self._queued_feed_ticks -= 1
-                if item.receive_ns is not None and self.feed_health is not None:
-                    recovered = self.feed_health.observe(item.symbol, item.receive_ns, item.mark)
-                    if recovered is not None:
-                        events.extend(await self._feed_event(recovered))
+                    if self.feed_health is not None:
+                        health = self.feed_health
+                        recovered = health.observe(item.symbol, item.receive_ns, item.mark)
+                        if recovered is not None:
+                            events.extend(await self._feed_event(recovered))
                 events.extend(engine.apply_tick(item.symbol, item.mark, item.text, item.ts))
                 self.metrics.ticks.labels(item.source).inc()
                 self._dirty_marks[item.symbol] = item

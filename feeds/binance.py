@@ -33,11 +33,11 @@ import re
 from typing import Any
 
 from feeds.fields import (
-    decode_frame,
     describe,
     mark_of,
     mid_of,
     ms_of,
+    parse_frame,
     refused,
     short,
     symbol_of,
@@ -93,11 +93,7 @@ class BinanceFrames:
 
     def parse(self, raw: str | bytes, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one raw frame, or why it has none."""
-        try:
-            obj = decode_frame(raw)
-        except MalformedRecord as exc:
-            return refused(exc)
-        return self.message(obj, receive_ts_ns)
+        return parse_frame(raw, receive_ts_ns, self.message)
 
     def message(self, obj: object, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one decoded frame, or why it has none."""

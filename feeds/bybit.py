@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 from feeds.fields import (
-    decode_frame,
     describe,
     mark_of,
     ms_of,
+    parse_frame,
     refused,
     short,
     symbol_of,
@@ -62,11 +62,7 @@ class BybitTickers:
 
     def parse(self, raw: str | bytes, receive_ts_ns: int | None) -> Parsed:
         """The tick of one raw frame, or why it has none."""
-        try:
-            obj = decode_frame(raw)
-        except MalformedRecord as exc:
-            return refused(exc)
-        return self.message(obj, receive_ts_ns)
+        return parse_frame(raw, receive_ts_ns, self.message)
 
     def message(self, obj: object, receive_ts_ns: int | None) -> Parsed:
         """The tick of one decoded frame, or why it has none."""

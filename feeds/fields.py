@@ -8,6 +8,7 @@ Details are short and never echo more than a few dozen characters of the input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation, localcontext
 
 import orjson
@@ -69,6 +70,17 @@ def decode_frame(raw: str | bytes) -> object:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:  # also: not UTF-8, nesting deeper than 1024
         raise MalformedRecord("invalid_json", str(exc)[:120]) from None
+
+
+def parse_frame(
+    raw: str | bytes, receive_ts_ns: int | None, message: Callable[[object, int | None], Parsed]
+) -> Parsed:
+    """The ticks of one raw frame: decoded (or refused), then read by a venue's ``message``."""
+    try:
+        obj = decode_frame(raw)
+    except MalformedRecord as exc:
+        return refused(exc)
+    return message(obj, receive_ts_ns)
 
 
 def symbol_of(value: object, name: str) -> str:

@@ -25,10 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from feeds.fields import (
-    decode_frame,
     describe,
     int_of_text,
     mark_of,
+    parse_frame,
     refused,
     short,
     symbol_of,
@@ -60,11 +60,7 @@ class OkxMarkPrice:
         """The ticks of one raw frame, or why it has none."""
         if is_pong(raw):
             return NOTHING
-        try:
-            obj = decode_frame(raw)
-        except MalformedRecord as exc:
-            return refused(exc)
-        return self.message(obj, receive_ts_ns)
+        return parse_frame(raw, receive_ts_ns, self.message)
 
     def message(self, obj: object, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one decoded frame, or why it has none."""

@@ -1,27 +1,28 @@
 """The deliberately naive baseline: on every tick, re-evaluate every entity holding the symbol.
 
-It shares the engine's valuation and alert state machine (so its events are the reference the
-indexed engine must reproduce exactly) and replaces only the routing: no trigger index, no
-bands, a full scan of the symbol's holders per tick.
+It shares the engine's book, valuation and alert state machine (so its events are the
+reference the indexed engine must reproduce exactly) and replaces only the routing: no trigger
+index, no bands, and every holder of the ticked symbol run through the scalar evaluation, one
+entity at a time.
 """
 
 from __future__ import annotations
 
-from monitor.engine import Engine, _Valuation
-from monitor.entity import Entity
+from monitor.config import EngineConfig
+from monitor.engine import Engine
 
 
 class NaiveEngine(Engine):
     """:class:`monitor.engine.Engine` without the trigger index."""
 
-    def _due(self, symbol: str, price: float) -> list[Entity]:
-        holders = self._holders.get(symbol)
-        if not holders:
-            return []
-        return [entity for entity in holders.values() if not entity.liquidating]
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        super().__init__(config)
+        self._indexed = False
+        self._evaluator.indexing = False
+        self._evaluator.batching = False
 
-    def _index(self, entity: Entity, valuation: _Valuation) -> None:
-        return None
+    def _crossed(self, sid: int, mark: float) -> list[int]:
+        return self._holders(sid)
 
 
 def main(argv: list[str] | None = None) -> int:

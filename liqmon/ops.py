@@ -23,7 +23,7 @@ MAX_REQUEST_BYTES = 8_192
 
 
 class _EngineCollector(Collector):
-    """Book-level gauges read from the engine at scrape time (O(entities), every scrape)."""
+    """Book-level gauges read from the engine at scrape time (vectorised over the book)."""
 
     def __init__(self, engine: Callable[[], Engine]) -> None:
         self._engine = engine
@@ -32,23 +32,13 @@ class _EngineCollector(Collector):
         engine = self._engine()
         yield GaugeMetricFamily("liqmon_entities", "Open entities", value=engine.entity_count)
         yield GaugeMetricFamily("liqmon_positions", "Open positions", value=engine.position_count)
-        accounts = {e.ref.account for e in engine.entities()}
         yield GaugeMetricFamily(
-            "liqmon_accounts", "Accounts with open positions", value=len(accounts)
+            "liqmon_accounts", "Accounts with open positions", value=engine.account_count
         )
         by_level = GaugeMetricFamily(
             "liqmon_entities_by_level", "Entities at each alert level", labels=["level"]
         )
-        counts: dict[str, int] = {"none": 0, "liquidating": 0}
-        counts.update({str(level): 0 for level in engine.config.levels})
-        for entity in engine.entities():
-            if entity.liquidating:
-                counts["liquidating"] += 1
-            elif entity.level < 0:
-                counts["none"] += 1
-            else:
-                counts[str(engine.config.levels[entity.level])] += 1
-        for level, count in counts.items():
+        for level, count in engine.level_counts().items():
             by_level.add_metric([level], count)
         yield by_level
 

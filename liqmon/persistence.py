@@ -2,8 +2,8 @@
 
 Layout of the state directory::
 
-    snapshot.json          the engine state (monitor.snapshot) and service metadata, written
-                           atomically (temporary file, fsync, rename)
+    snapshot.npz           the engine state (monitor.snapshot: the book's arrays) and the
+                           service metadata, written atomically (temporary file, fsync, rename)
     journal-000007.jsonl   normalized records applied since snapshot generation 7, one per
                            line (readable by ``liqmon replay`` too)
     outbox/                the MQTT sink's durable outbox
@@ -24,12 +24,14 @@ never followed by its events.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 import structlog
 
@@ -38,11 +40,11 @@ from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.errors import RecordRefused
 from monitor.records import Record
-from monitor.snapshot import export_state, restore_state
+from monitor.snapshot import EngineSnapshot, SnapshotError, export_state, restore_state
 
 log = structlog.get_logger("liqmon.state")
 
-SNAPSHOT = "snapshot.json"
+SNAPSHOT = "snapshot.npz"
 JOURNAL_PREFIX = "journal-"
 
 
@@ -63,6 +65,28 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(stream.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def save_snapshot(snapshot: EngineSnapshot) -> bytes:
+    """The snapshot as the bytes of one uncompressed ``.npz`` file: its arrays as they are,
+    its metadata as JSON in a byte array (fast to write, fast to load)."""
+    buffer = io.BytesIO()
+    meta = np.frombuffer(orjson.dumps(snapshot.meta), dtype=np.uint8)
+    np.savez(buffer, __meta__=meta, **snapshot.arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def load_snapshot(path: Path) -> EngineSnapshot:
+    """What :func:`save_snapshot` wrote to ``path``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"unreadable snapshot {path}: {exc}") from exc
+    meta = arrays.pop("__meta__", None)
+    if meta is None:
+        raise SnapshotError(f"unreadable snapshot {path}: no metadata")
+    return EngineSnapshot(arrays, orjson.loads(meta.tobytes()))
 
 
 @dataclass
@@ -102,10 +126,10 @@ class StateStore:
         path = self.directory / SNAPSHOT
         meta: dict[str, Any] = {}
         if path.exists():
-            data = orjson.loads(path.read_bytes())
-            engine = restore_state(data["engine"], config)
-            meta = dict(data.get("service", {}))
-            self._generation = int(data["generation"])
+            snapshot = load_snapshot(path)
+            engine = restore_state(snapshot, config)
+            meta = dict(snapshot.meta.get("service", {}))
+            self._generation = int(snapshot.meta["generation"])
             from_snapshot = True
         else:
             engine = Engine(config)
@@ -165,7 +189,10 @@ class StateStore:
         on another thread. Until it has run, a restart restores the previous snapshot and
         replays the older journals and the new one: nothing is lost either way."""
         generation = self._generation + 1
-        data = {"generation": generation, "engine": export_state(engine), "service": meta}
+        captured = export_state(engine)
+        snapshot = EngineSnapshot(
+            captured.arrays, {**captured.meta, "generation": generation, "service": meta}
+        )
         entities = engine.entity_count
         journaled = self.journaled
         self._generation = generation
@@ -173,7 +200,7 @@ class StateStore:
         self.journaled = 0
 
         def finish() -> None:
-            write_atomically(self.directory / SNAPSHOT, orjson.dumps(data))
+            write_atomically(self.directory / SNAPSHOT, save_snapshot(snapshot))
             for old in self._generations():
                 if old < generation:
                     self._journal_path(old).unlink(missing_ok=True)

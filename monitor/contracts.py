@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from typing import Literal
+
+import numpy as np
 
 from monitor.errors import TierTableError
 
@@ -68,6 +70,8 @@ class Contract:
     mmr_max: float = 0.0
     tiers_exact: tuple[tuple[Fraction, Fraction, Fraction], ...] = ()
     """``(floor, mmr, cum)`` per tier as fractions, for the exact path."""
+    floors_np: np.ndarray = field(default_factory=lambda: np.zeros(1), compare=False)
+    """``floors_f`` as an array, searched with ``searchsorted`` by the batch path."""
 
     def tier_index(self, notional: float) -> int:
         """Index of the tier that holds ``notional`` (float fast path)."""
@@ -172,4 +176,5 @@ def make_contract(
         mmr_min=float(min(t.mmr for t in ordered)),
         mmr_max=float(max(t.mmr for t in ordered)),
         tiers_exact=tuple((Fraction(t.floor), Fraction(t.mmr), Fraction(t.cum)) for t in ordered),
+        floors_np=np.array([float(t.floor) for t in ordered]),
     )

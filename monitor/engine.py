@@ -12,23 +12,16 @@ Rules (interfaces §1, §3):
 * events caused by one record are emitted in the canonical entity order
   (:attr:`EntityRef.sort_key`).
 
-Alert state machine, per entity, with ``h`` the highest active level:
+The state lives in a columnar book (:mod:`monitor.book`); the alert state machine is in
+:mod:`monitor.evaluation`. Ticks are routed through the trigger index (:mod:`monitor.triggers`):
+only entities whose band the new mark leaves are re-evaluated, and the result equals
+re-evaluating every holder of the symbol (the naive strategy in ``bench/naive.py``, checked by
+the tests). A symbol's first tick, a re-tier and any tick that crosses many bands value their
+entities in one pass over arrays.
 
-* liquidation (``MB <= MM``) first: emit it; under ``close`` remove the entity's positions (and
-  zero a cross wallet); under ``hold`` keep them, marked liquidating, silent until a record
-  changes the entity. ``h`` is cleared;
-* else with ``top`` the highest level ``<= ratio``: if ``top`` exists and exceeds ``h``, emit one
-  ``margin_warning`` at ``top`` (even when several levels were jumped) and set ``h = top``;
-* else if ``h`` exists and ratio ``< h − hysteresis``: without ``top`` emit
-  ``margin_recovered`` and clear ``h``, otherwise set ``h = top`` silently.
-
-Ticks are routed through the trigger index (:mod:`monitor.index`, :mod:`monitor.bands`): only
-entities whose band the new mark leaves are re-evaluated, and the result equals re-evaluating
-every holder of the symbol (the naive strategy in ``bench/naive.py``, checked by the tests).
-
-Decisions are made on floats and re-made exactly (rational arithmetic, from the exact decimal
-inputs) whenever a float result lies within its error bound of the threshold; the margin
-numbers published in events are computed exactly.
+Decisions are made on floats and re-made exactly (from the exact decimal inputs) whenever a
+float result lies within its error bound of the threshold; the margin numbers published in
+events are computed exactly.
 """
 
 from __future__ import annotations
@@ -37,86 +30,32 @@ from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 
-from monitor.bands import SymbolCurve, Threshold, bands
-from monitor.config import STATE_RATIO_FLOOR, EngineConfig
+import numpy as np
+
+from monitor.book import CROSS, ISOLATED, NONE, SIDE_IDS, Book
+from monitor.config import EngineConfig
 from monitor.contracts import Contract
-from monitor.entity import Entity, Position, measure, measure_exact, symbol_terms
 from monitor.errors import RecordRejected, TickDropped
-from monitor.events import (
-    EngineEvent,
-    EntityRef,
-    LiquidationTriggered,
-    MarginRecovered,
-    MarginStateChanged,
-    MarginStateCleared,
-    MarginWarningRaised,
-    PositionView,
-    event_id,
-)
-from monitor.index import SymbolTriggers
-from monitor.margin import EXACT, Leg, solve_price
+from monitor.evaluation import Evaluator
+from monitor.events import EngineEvent, EntityRef, MarginStateCleared
+from monitor.exact import EXACT
 from monitor.records import (
     AccountUpdateRecord,
     BalanceRecord,
     ContractRecord,
     MarginRecord,
     MarkSource,
-    Mode,
     PositionRecord,
     Record,
-    Side,
     TickRecord,
-    exact_mark_of,
+    exact_mark_decimal,
 )
+from monitor.triggers import Triggers
+from monitor.views import EntityState, entity_state, sort_key
 
 NO_EVENTS: tuple[EngineEvent, ...] = ()
-_NOTHING_DUE: list[Entity] = []  # never mutated: returned when a tick crosses no band
-_SIDES: dict[str, Side] = {"both": "both", "long": "long", "short": "short"}
-_MODES: dict[str, Mode] = {"isolated": "isolated", "cross": "cross"}
 ZERO = Decimal(0)
-ONE = Fraction(1)
-
-_LIQUIDATION = Threshold(alpha=1.0, beta=1.0, rising=True)
-_BALANCE_POSITIVE = Threshold(alpha=0.0, beta=1.0, rising=True)
-
-
-class _Valuation:
-    """One entity valued at the current marks, with exact fallbacks for close calls."""
-
-    __slots__ = ("engine", "entity", "exact", "mb", "mm", "tolerance")
-
-    def __init__(self, engine: Engine, entity: Entity) -> None:
-        self.engine = engine
-        self.entity = entity
-        self.mb, self.mm, self.tolerance = measure(entity, engine.prices)
-        self.exact: tuple[Fraction, Fraction] | None = None
-
-    def exact_values(self) -> tuple[Fraction, Fraction]:
-        """``(MB, MM)`` in exact arithmetic (computed once)."""
-        if self.exact is None:
-            self.exact = measure_exact(self.entity, self.engine.exact_mark)
-        return self.exact
-
-    def sign(self, alpha: int, beta: float, beta_exact: Fraction) -> int:
-        """Sign of ``α·MM − β·MB``, exact even when the floats cannot tell."""
-        value = alpha * self.mm - beta * self.mb
-        if value > self.tolerance:
-            return 1
-        if value < -self.tolerance:
-            return -1
-        mb, mm = self.exact_values()
-        exact = (mm if alpha else 0) - beta_exact * mb
-        return (exact > 0) - (exact < 0)
-
-    def liquidated(self) -> bool:
-        """``MB <= MM``, or ``MB <= 0`` (only distinct when a tier table lets MM go negative)."""
-        if self.sign(1, 1.0, ONE) >= 0:
-            return True
-        return (
-            self.engine.negative_mm_possible
-            and self.entity.mm_can_be_negative
-            and self.sign(0, 1.0, ONE) >= 0
-        )
+_UNSET = object()
 
 
 class Engine:
@@ -124,67 +63,147 @@ class Engine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self._levels = tuple(Fraction(v) for v in self.config.levels)
-        self._levels_f = self.config.levels_f
-        self._rearm = tuple(
-            Fraction(self.config.rearm_threshold(i)) for i in range(len(self._levels))
-        )
-        self._rearm_f = tuple(float(v) for v in self._rearm)
-        self.contracts: dict[str, Contract] = {}
-        self.prices: dict[str, float] = {}
-        self._mark_text: dict[str, MarkSource] = {}
-        self._mark_ts: dict[str, int] = {}
-        self._stale: set[str] = set()
-        # names and leverages shared by every position that uses them (memory: one string per
-        # account, not one per position)
-        self._names: dict[str, str] = {}
-        self._leverages: dict[object, Decimal] = {}
-        self._balances: dict[tuple[str, str], Decimal] = {}
-        self._positions: dict[tuple[str, str, str], Position] = {}
-        self._entities: dict[EntityRef, Entity] = {}
-        self._holders: dict[str, dict[EntityRef, Entity]] = {}
-        self._triggers: dict[str, SymbolTriggers] = {}
+        self.book = Book()
+        self.triggers = Triggers(self.book)
+        self._mark_text: list[MarkSource | None] = []
+        self._exact_marks: list[Decimal | None] = []
         self._clock = 0
-        self._snapshot_ts: dict[str, int] = {}  # account -> ts of its last full snapshot
-        self.events_emitted = 0
-        self.transitions = 0
-        """Counts every change of an entity's alert state, silent ones included (a level lowered
-        within hysteresis), and every published state: an input that moved it is worth
-        journaling."""
-        self.negative_mm_possible = False
-        self._warn_thresholds = tuple(Threshold(1.0, b, rising=True) for b in self._levels_f)
-        self._rearm_thresholds = tuple(Threshold(1.0, b, rising=False) for b in self._rearm_f)
-        move = self.config.state_move
-        self._state_move = None if move is None else float(move)
+        self._symbol_ids = self.book.symbol_names.ids
+        self._indexed = True
+        """Ticks inside every band of their symbol are skipped (off in the naive baseline)."""
+        self._evaluator = Evaluator(self.config, self.book, self.triggers, self._exact_mark_id)
 
     # -- reading -------------------------------------------------------------------------------
 
+    @property
+    def events_emitted(self) -> int:
+        return self._evaluator.events_emitted
+
+    @events_emitted.setter
+    def events_emitted(self, value: int) -> None:
+        self._evaluator.events_emitted = value
+
+    @property
+    def transitions(self) -> int:
+        """Counts every change of an entity's alert state, silent ones included (a level
+        lowered within hysteresis), and every published state: an input that moved it is
+        worth journaling."""
+        return self._evaluator.transitions
+
+    @property
+    def evaluations(self) -> int:
+        """Entities run through the state machine so far (for tests and metrics)."""
+        return self._evaluator.evaluations
+
+    @property
+    def clock(self) -> int:
+        """The latest ``ts`` seen (stamps the events of contract records)."""
+        return self._clock
+
+    @property
+    def contracts(self) -> dict[str, Contract]:
+        names = self.book.symbol_names.names
+        return {names[i]: c for i, c in enumerate(self.book.contracts) if c is not None}
+
+    @property
+    def prices(self) -> dict[str, float]:
+        names = self.book.symbol_names.names
+        price = self.book.symbols.v_price
+        return {names[i]: price[i] for i in range(len(names)) if price[i] == price[i]}
+
+    def _exact_mark_id(self, sid: int) -> Decimal | None:
+        cached = self._exact_marks[sid]
+        if cached is None:
+            source = self._mark_text[sid]
+            if source is None:
+                return None
+            cached = self._exact_marks[sid] = exact_mark_decimal(source)
+        return cached
+
     def exact_mark(self, symbol: str) -> Fraction | None:
         """The last mark of ``symbol``, exactly (``None`` before its first tick)."""
-        source = self._mark_text.get(symbol)
-        return None if source is None else exact_mark_of(source)
+        sid = self._symbol_ids.get(symbol)
+        if sid is None:
+            return None
+        mark = self._exact_mark_id(sid)
+        return None if mark is None else Fraction(mark)
+
+    def mark_source(self, symbol: str) -> tuple[MarkSource, int] | None:
+        """What the last mark of ``symbol`` was, and its ``ts``."""
+        sid = self._symbol_ids.get(symbol)
+        if sid is None or self._mark_text[sid] is None:
+            return None
+        source = self._mark_text[sid]
+        assert source is not None  # noqa: S101
+        return source, self.book.symbols.v_mark_ts[sid]
 
     @property
     def entity_count(self) -> int:
-        return len(self._entities)
+        return self.book.entities.live
 
     @property
     def position_count(self) -> int:
-        return len(self._positions)
+        return self.book.rows.live
 
-    def entity(self, ref: EntityRef) -> Entity | None:
-        return self._entities.get(ref)
+    @property
+    def account_count(self) -> int:
+        """Accounts that hold at least one open position."""
+        first = self.book.accounts.first_row[: self.book.accounts.size]
+        return int((first != NONE).sum())
 
-    def entities(self) -> list[Entity]:
-        return list(self._entities.values())
+    def level_counts(self) -> dict[str, int]:
+        """Open entities by alert level (``"none"``, ``"liquidating"`` and each level)."""
+        entities = self.book.entities
+        live = entities.kind[: entities.size] != NONE
+        level = entities.level[: entities.size][live]
+        liquidating = entities.liquidating[: entities.size][live] != 0
+        counts = {"none": int(((level < 0) & ~liquidating).sum())}
+        counts["liquidating"] = int(liquidating.sum())
+        for i, value in enumerate(self.config.levels):
+            counts[str(value)] = int(((level == i) & ~liquidating).sum())
+        return counts
+
+    def _find_entity(self, ref: EntityRef) -> int:
+        book = self.book
+        aid = book.account_names.ids.get(ref.account)
+        if aid is None:
+            return NONE
+        if ref.scope == "isolated":
+            sid = self._symbol_ids.get(ref.symbol or "")
+            if sid is None:
+                return NONE
+            row = book.find_row(aid, sid, SIDE_IDS.get(ref.side or "", -1))
+            if row == NONE or not book.rows.v_isolated[row]:
+                return NONE
+            return int(book.rows.v_entity[row])
+        asset = book.asset_names.ids.get(ref.asset)
+        return NONE if asset is None else int(book.cross_entity(aid, asset))
+
+    def entity(self, ref: EntityRef) -> EntityState | None:
+        found = self._find_entity(ref)
+        return None if found == NONE else entity_state(self.book, found)
+
+    def entities(self) -> list[EntityState]:
+        return [entity_state(self.book, int(e)) for e in self.book.live_entities()]
 
     def balance(self, account: str, asset: str) -> Decimal:
-        return self._balances.get((account, asset), ZERO)
+        book = self.book
+        aid = book.account_names.ids.get(account)
+        asset_id = book.asset_names.ids.get(asset)
+        if aid is None or asset_id is None:
+            return ZERO
+        row = book.balance_row(aid, asset_id)
+        return ZERO if row == NONE else book.balance_wallet(row)
 
     @property
     def stale_symbols(self) -> frozenset[str]:
         """Symbols whose feed was reported stale (:meth:`set_stale`)."""
-        return frozenset(self._stale)
+        names = self.book.symbol_names.names
+        return frozenset(names[s] for s in self._evaluator.stale)
+
+    @property
+    def negative_mm_possible(self) -> bool:
+        return self._evaluator.negative_mm_possible
 
     # -- feed health ---------------------------------------------------------------------------
 
@@ -196,21 +215,32 @@ class Engine:
         every entity holding the symbol whenever the flag changes (with state tracking on). The
         flag is not part of a snapshot: after a restart the feed's health is measured afresh.
         """
-        if stale == (symbol in self._stale):
+        sid = self._symbol_ids.get(symbol)
+        if sid is None:
+            return NO_EVENTS
+        evaluator = self._evaluator
+        if stale == (sid in evaluator.stale):
             return NO_EVENTS
         if stale:
-            self._stale.add(symbol)
+            evaluator.stale.add(sid)
         else:
-            self._stale.discard(symbol)
-        holders = self._holders.get(symbol)
-        if self._state_move is None or not holders:
+            evaluator.stale.discard(sid)
+        if evaluator.state_move is None:
             return NO_EVENTS
-        events: list[EngineEvent] = []
-        for entity in sorted(holders.values(), key=_sort_key):
-            valuation = _Valuation(self, entity)
-            mb, mm = valuation.mb, valuation.mm
-            events.append(self._state(entity, self._clock, mb, mm, mm / mb if mb > 0 else None))
-        return events
+        holders = self._holders(sid, include_liquidating=True)
+        book = self.book
+        holders.sort(key=lambda e: sort_key(book, e))
+        return [evaluator.state_of(entity, self._clock) for entity in holders]
+
+    def _holders(self, sid: int, *, include_liquidating: bool = False) -> list[int]:
+        """Entities holding a symbol (one scan of the symbol column)."""
+        rows = self.book.rows_of_symbol(sid)
+        if not len(rows):
+            return []
+        entities = np.unique(self.book.rows.entity[rows])
+        if not include_liquidating:
+            entities = entities[self.book.entities.liquidating[entities] == 0]
+        return [int(e) for e in entities]
 
     # -- applying records ----------------------------------------------------------------------
 
@@ -238,88 +268,167 @@ class Engine:
         """Apply a mark price (the hot path). ``mark`` must be finite and positive;
         ``mark_text`` says exactly what it was (see :data:`monitor.records.MarkSource`); it is
         only read when a decision or an event needs the exact value."""
-        last = self._mark_ts.get(symbol)
-        if last is None:
-            if symbol not in self.contracts:
-                raise TickDropped("unknown_symbol", f"no contract for {symbol}")
-        elif ts < last:
+        sid = self._symbol_ids.get(symbol)
+        if sid is None:
+            raise TickDropped("unknown_symbol", f"no contract for {symbol}")
+        symbols = self.book.symbols
+        last = symbols.v_mark_ts[sid]
+        if ts < last:
             raise TickDropped("stale_tick", f"{symbol} ts {ts} is older than {last}")
-        self.prices[symbol] = mark
-        self._mark_text[symbol] = mark_text
-        self._mark_ts[symbol] = ts
+        symbols.v_price[sid] = mark
+        symbols.v_mark_ts[sid] = ts
+        self._mark_text[sid] = mark_text
+        self._exact_marks[sid] = None
         if ts > self._clock:
             self._clock = ts
-        if last is None:
-            holders = self._holders.get(symbol)
-            if not holders:
-                return NO_EVENTS
-            due = [e for e in holders.values() if not e.liquidating]
+        if last < 0:
+            due = self._holders(sid)
+        elif self._indexed and symbols.v_env_lo[sid] <= mark <= symbols.v_env_hi[sid]:
+            return NO_EVENTS
         else:
-            due = self._due(symbol, mark)
+            due = self._crossed(sid, mark)
         if not due:
             return NO_EVENTS
-        return self._evaluate_all(due, ts)
+        return self._evaluator.evaluate(due, ts)
 
-    def _due(self, symbol: str, price: float) -> list[Entity]:
-        """Entities a new mark of ``symbol`` can have changed: those whose band it leaves."""
-        triggers = self._triggers.get(symbol)
-        if triggers is None:
-            return _NOTHING_DUE
-        # the common case, before any call: the mark stays inside every band of the symbol
-        above, below = triggers.above, triggers.below
-        if (not above or above[0][0] >= price) and (not below or -below[0][0] <= price):
-            return _NOTHING_DUE
-        return triggers.crossed(price)
+    def apply_ticks(
+        self,
+        symbols: Sequence[str],
+        marks: Sequence[float],
+        texts: Sequence[MarkSource],
+        stamps: Sequence[int],
+    ) -> tuple[list[EngineEvent], list[tuple[int, TickDropped]]]:
+        """Apply a batch of ticks in order (one call for many: the replay's hot loop).
+
+        Returns the events (in order) and the ticks dropped, by their index in the batch.
+        """
+        events: list[EngineEvent] = []
+        dropped: list[tuple[int, TickDropped]] = []
+        ids = self._symbol_ids
+        table = self.book.symbols
+        mark_ts, price, env_lo, env_hi = (
+            table.v_mark_ts,
+            table.v_price,
+            table.v_env_lo,
+            table.v_env_hi,
+        )
+        mark_text, exact = self._mark_text, self._exact_marks
+        clock = self._clock
+        indexed = self._indexed
+        for i, symbol in enumerate(symbols):
+            sid = ids.get(symbol)
+            ts = stamps[i]
+            if sid is None:
+                dropped.append((i, TickDropped("unknown_symbol", f"no contract for {symbol}")))
+                continue
+            last = mark_ts[sid]
+            if ts < last:
+                dropped.append(
+                    (i, TickDropped("stale_tick", f"{symbol} ts {ts} is older than {last}"))
+                )
+                continue
+            mark = marks[i]
+            price[sid] = mark
+            mark_ts[sid] = ts
+            mark_text[sid] = texts[i]
+            exact[sid] = None
+            if ts > clock:
+                clock = ts
+            if last >= 0 and indexed and env_lo[sid] <= mark <= env_hi[sid]:
+                continue
+            self._clock = clock
+            due = self._holders(sid) if last < 0 else self._crossed(sid, mark)
+            if due:
+                events.extend(self._evaluator.evaluate(due, ts))
+            # the tables may have grown (a first tick creates nothing, but be safe)
+            mark_ts, price, env_lo, env_hi = (
+                table.v_mark_ts,
+                table.v_price,
+                table.v_env_lo,
+                table.v_env_hi,
+            )
+        self._clock = clock
+        return events, dropped
+
+    def _crossed(self, sid: int, mark: float) -> list[int]:
+        """Entities whose band on ``sid`` the mark leaves (live, not liquidating)."""
+        rows = self.triggers.crossed(sid, mark)
+        if not rows:
+            return []
+        entity_of = self.book.rows.v_entity
+        liquidating = self.book.entities.v_liquidating
+        seen: list[int] = []
+        for row in rows:
+            entity = entity_of[row]
+            if entity != NONE and not liquidating[entity] and entity not in seen:
+                seen.append(entity)
+        return seen
 
     def _apply_contract(self, record: ContractRecord) -> Sequence[EngineEvent]:
         contract = record.contract
-        symbol = contract.symbol
-        old = self.contracts.get(symbol)
-        holders = self._holders.get(symbol)
+        book = self.book
+        sid = self._symbol_ids.get(contract.symbol)
+        old = None if sid is None else book.contracts[sid]
+        holders = [] if sid is None else self._holders(sid, include_liquidating=True)
         if old is not None and holders and not old.same_instrument(contract):
             raise RecordRejected(
                 "contract_redefined",
-                f"{symbol}: kind, margin asset or contract size changed while positions are open",
+                f"{contract.symbol}: kind, margin asset or contract size changed while "
+                "positions are open",
             )
-        self.contracts[symbol] = contract
-        self.negative_mm_possible |= contract.mm_can_be_negative
+        if sid is None:
+            sid = book.symbol_id(contract.symbol)
+            self._mark_text.append(None)
+            self._exact_marks.append(None)
+            self.triggers.ensure(sid)
+        book.set_contract(sid, contract)
+        evaluator = self._evaluator
+        evaluator.contracts_version += 1
+        evaluator.negative_mm_possible |= contract.mm_can_be_negative
         if old is None or old == contract or not holders:
             return NO_EVENTS
-        for entity in holders.values():
-            slots = entity.exposures[symbol]
-            for side, position in list(slots.items()):
-                moved = _with_leg(position, position.leg.with_contract(contract))
-                slots[side] = moved
-                self._positions[(position.account, symbol, side)] = moved
-        due = [e for e in holders.values() if not e.liquidating]
-        return self._evaluate_all(due, self._clock)
+        liquidating = book.entities.v_liquidating
+        due = [e for e in holders if not liquidating[e]]
+        return evaluator.evaluate(due, self._clock)
 
     def _apply_balance(self, record: BalanceRecord) -> Sequence[EngineEvent]:
         self._tick_clock(record.ts)
-        self._balances[(record.account, record.asset)] = record.wallet
-        entity = self._entities.get(EntityRef(record.account, "cross", record.asset))
-        if entity is None:
+        book = self.book
+        aid = book.account_id(record.account)
+        row = book.balance_row(aid, book.asset_names.intern(record.asset), create=True)
+        book.set_balance(row, record.wallet)
+        entity = book.balances.v_entity[row]
+        if entity == NONE:
             return NO_EVENTS
-        entity.set_wallet(record.wallet)
-        entity.liquidating = False
-        return self._evaluate_all([entity], record.ts)
+        book.entities.v_liquidating[entity] = 0
+        return self._evaluator.evaluate([entity], record.ts)
+
+    def _open_row(self, account: str, symbol: str, side: str) -> int:
+        book = self.book
+        aid = book.account_names.ids.get(account)
+        sid = self._symbol_ids.get(symbol)
+        if aid is None or sid is None or side not in SIDE_IDS:
+            return NONE
+        return book.find_row(aid, sid, SIDE_IDS[side])
 
     def _apply_margin(self, record: MarginRecord) -> Sequence[EngineEvent]:
-        position = self._positions.get((record.account, record.symbol, record.side))
-        if position is None or position.mode != "isolated":
+        book = self.book
+        row = self._open_row(record.account, record.symbol, record.side)
+        if row == NONE or not book.rows.v_isolated[row]:
             raise RecordRejected(
                 "margin_not_open_isolated",
                 f"{record.account} {record.symbol} {record.side} has no open isolated position",
             )
         self._tick_clock(record.ts)
-        entity = self._entities[_ref_of(position)]
-        entity.set_wallet(EXACT.add(entity.wallet, record.delta))
-        entity.liquidating = False
-        return self._evaluate_all([entity], record.ts)
+        entity = book.rows.v_entity[row]
+        book.set_wallet(entity, EXACT.add(book.wallet(entity), record.delta))
+        book.entities.v_liquidating[entity] = 0
+        return self._evaluator.evaluate([entity], record.ts)
 
     def _check_position(self, record: PositionRecord) -> Contract:
         """The record's contract; raises :class:`RecordRejected` if it cannot apply."""
-        contract = self.contracts.get(record.symbol)
+        sid = self._symbol_ids.get(record.symbol)
+        contract = None if sid is None else self.book.contracts[sid]
         if contract is None:
             raise RecordRejected("unknown_symbol", f"no contract for {record.symbol}")
         qty = record.qty
@@ -335,15 +444,17 @@ class Engine:
         contract = self._check_position(record)
         self._tick_clock(record.ts)
         touched, cleared = self._upsert(record, contract)
-        events = self._evaluate_all(touched, record.ts)
+        events = self._evaluator.evaluate(touched, record.ts)
         return [*cleared, *events] if cleared else events
 
     def _apply_account_update(self, record: AccountUpdateRecord) -> Sequence[EngineEvent]:
         """See :class:`AccountUpdateRecord`. Validated as a whole before anything changes."""
+        book = self.book
         account = record.account
-        if record.replace:
-            last = self._snapshot_ts.get(account)
-            if last is not None and record.ts < last:
+        known = book.account_names.ids.get(account)
+        if record.replace and known is not None:
+            last = book.accounts.v_snapshot_ts[known]
+            if last >= 0 and record.ts < last:
                 raise RecordRejected(
                     "stale_snapshot", f"{account}: snapshot ts {record.ts} is older than {last}"
                 )
@@ -353,373 +464,131 @@ class Engine:
                 raise RecordRejected("invalid_field", "every position must be of the account")
             contracts.append(self._check_position(position))
         self._tick_clock(record.ts)
+        aid = book.account_id(account)
         if record.replace:
-            self._snapshot_ts[account] = record.ts
-        touched: dict[EntityRef, Entity] = {}
+            book.accounts.v_snapshot_ts[aid] = record.ts
+        touched: dict[int, None] = {}
         cleared: list[EngineEvent] = []
         wallets = dict(record.balances)
+        assets = book.asset_names
         if record.replace:
-            for _, asset in [k for k in self._balances if k[0] == account]:
-                wallets.setdefault(asset, ZERO)
+            for row in book.balance_rows(aid):
+                wallets.setdefault(assets.names[book.balances.v_asset[row]], ZERO)
         for asset, wallet in wallets.items():
-            self._balances[(account, asset)] = wallet
-            entity = self._entities.get(EntityRef(account, "cross", asset))
-            if entity is not None:
-                entity.set_wallet(wallet)
-                touched[entity.ref] = entity
+            row = book.balance_row(aid, assets.intern(asset), create=True)
+            book.set_balance(row, wallet)
+            entity = book.balances.v_entity[row]
+            if entity != NONE:
+                touched[entity] = None
         updates = list(zip(record.positions, contracts, strict=True))
         if record.replace:
             listed = {(p.symbol, p.side) for p in record.positions}
-            for (acct, symbol, _), old in list(self._positions.items()):
-                if acct == account and (symbol, old.side) not in listed:
-                    close = PositionRecord(
-                        record.ts,
-                        account,
-                        symbol,
-                        old.side,
-                        old.mode,
-                        ZERO,
-                        old.leg.entry,
-                        old.leverage,
-                        None,
-                    )
-                    updates.append((close, old.leg.contract))
+            rows = book.rows
+            names = book.symbol_names.names
+            for row in book.account_rows(aid):
+                sid = rows.v_symbol[row]
+                side = ("both", "long", "short")[rows.v_side[row]]
+                if (names[sid], side) in listed:
+                    continue
+                close = PositionRecord(
+                    record.ts,
+                    account,
+                    names[sid],
+                    side,  # type: ignore[arg-type]
+                    "isolated" if rows.v_isolated[row] else "cross",
+                    ZERO,
+                    rows.entry_exact.get(row),
+                    book.leverages[rows.v_leverage[row]],
+                    None,
+                )
+                contract = book.contracts[sid]
+                assert contract is not None  # noqa: S101
+                updates.append((close, contract))
         for position, contract in updates:
             moved, gone = self._upsert(position, contract)
-            touched.update((e.ref, e) for e in moved)
+            touched.update(dict.fromkeys(moved))
             cleared.extend(gone)
-        alive = [e for e in touched.values() if e.alive]
+        kind = book.entities.v_kind
+        alive = [e for e in touched if kind[e] != NONE]
+        liquidating = book.entities.v_liquidating
         for entity in alive:
-            entity.liquidating = False
-        events = self._evaluate_all(alive, record.ts)
+            liquidating[entity] = 0
+        events = self._evaluator.evaluate(alive, record.ts)
         return [*cleared, *events] if cleared else events
 
     def _upsert(
         self, record: PositionRecord, contract: Contract
-    ) -> tuple[list[Entity], list[EngineEvent]]:
-        """Apply a position record to the books without evaluating: the entities it touched,
+    ) -> tuple[list[int], list[EngineEvent]]:
+        """Apply a position record to the book without evaluating: the entities it touched,
         and state-clear events for entities it emptied."""
+        book = self.book
+        rows = book.rows
         qty = record.qty
-        account = self._names.setdefault(record.account, record.account)
-        symbol, side, mode = contract.symbol, _SIDES[record.side], _MODES[record.mode]
-        slot = (account, symbol, side)
-        old = self._positions.pop(slot, None)
-        new_ref: EntityRef | None = None
+        aid = book.account_id(record.account)
+        sid = self._symbol_ids[contract.symbol]
+        side = SIDE_IDS[record.side]
+        isolated = record.mode == "isolated"
+        asset = book.margin_asset[sid]
+        row = book.find_row(aid, sid, side)
+        old_entity = NONE if row == NONE else rows.v_entity[row]
+        new_entity = NONE
         if qty != 0:
-            new_ref = _entity_ref(account, symbol, side, mode, contract)
-        touched: list[Entity] = []
+            if isolated:
+                if old_entity != NONE and rows.v_isolated[row]:
+                    new_entity = old_entity
+                else:
+                    new_entity = book.create_entity(ISOLATED, aid, asset, sid, side)
+            else:
+                new_entity = book.cross_entity(aid, asset)
+                if new_entity == NONE:
+                    new_entity = book.create_entity(CROSS, aid, asset)
+        touched: list[int] = []
         cleared: list[EngineEvent] = []
-        if old is not None and _ref_of(old) != new_ref:
-            old_entity = self._entities[_ref_of(old)]
-            self._detach(old_entity, old)
-            if old_entity.alive:
-                touched.append(old_entity)
-            elif self._state_move is not None:
-                cleared.append(MarginStateCleared(record.ts, old_entity.ref))
-        if new_ref is not None:
-            entity = self._entities.get(new_ref)
-            if entity is None:
-                entity = self._create(new_ref)
-            if record.isolated_wallet is not None and record.mode == "isolated":
-                entity.set_wallet(record.isolated_wallet)
-            leverage = record.leverage
-            if leverage == 0 and old is not None:  # not reported (Binance ACCOUNT_UPDATE)
-                leverage = old.leverage
-            else:  # a few distinct values held by many positions: share them
-                leverage = self._leverages.setdefault(leverage.as_tuple(), leverage)
-            position = Position(
-                account=account,
-                symbol=symbol,
-                side=side,
-                mode=mode,
-                leverage=leverage,
-                leg=Leg.of(qty, record.entry, contract),
-            )
-            self._attach(entity, position)
-            touched.append(entity)
-        for entity in touched:
-            entity.liquidating = False
-        return touched, cleared
+        evaluator = self._evaluator
+        if row != NONE and old_entity != new_entity:
+            ref = None
+            if evaluator.state_move is not None and book.entities.v_count[old_entity] == 1:
+                from monitor.views import entity_ref
 
-    # -- state bookkeeping ---------------------------------------------------------------------
+                ref = entity_ref(book, old_entity)
+            if qty == 0:
+                emptied = evaluator.close_row(row)
+                row = NONE
+            else:
+                emptied = book.detach(row) == 0
+                if emptied:
+                    book.forget_entity(old_entity)
+            if emptied:
+                if ref is not None:
+                    cleared.append(MarginStateCleared(record.ts, ref))
+            else:
+                touched.append(old_entity)
+        if new_entity != NONE:
+            if row == NONE:
+                row = book.new_row(aid, sid, side)
+                self.triggers.row_opened(sid)
+            leverage = record.leverage
+            if leverage == 0 and rows.v_sign[row] != 0:  # not reported (Binance ACCOUNT_UPDATE)
+                leverage_id = rows.v_leverage[row]
+            else:
+                leverage_id = book.leverage_id(leverage)
+            rows.qty.set(row, qty)
+            rows.entry_exact.set(row, record.entry)
+            rows.v_entry[row] = float(record.entry)
+            rows.v_qcs[row] = abs(float(qty)) * contract.contract_size_f
+            rows.v_sign[row] = 1 if qty > 0 else -1
+            rows.v_isolated[row] = 1 if isolated else 0
+            rows.v_leverage[row] = leverage_id
+            if rows.v_entity[row] == NONE:
+                book.attach(new_entity, row)
+            if isolated and record.isolated_wallet is not None:
+                book.set_wallet(new_entity, record.isolated_wallet)
+            touched.append(new_entity)
+        liquidating = book.entities.v_liquidating
+        for entity in touched:
+            liquidating[entity] = 0
+        return touched, cleared
 
     def _tick_clock(self, ts: int) -> None:
         if ts > self._clock:
             self._clock = ts
-
-    def _create(self, ref: EntityRef) -> Entity:
-        wallet = (
-            self._balances.get((ref.account, ref.asset), ZERO) if ref.scope == "cross" else ZERO
-        )
-        entity = Entity(ref, wallet)
-        self._entities[ref] = entity
-        return entity
-
-    def _attach(self, entity: Entity, position: Position) -> None:
-        entity.exposures.setdefault(position.symbol, {})[position.side] = position
-        self._holders.setdefault(position.symbol, {})[entity.ref] = entity
-        self._positions[(position.account, position.symbol, position.side)] = position
-
-    def _detach(self, entity: Entity, position: Position) -> None:
-        """Remove a position from its entity; forget the entity when it holds nothing."""
-        slots = entity.exposures[position.symbol]
-        del slots[position.side]
-        if not slots:
-            del entity.exposures[position.symbol]
-            holders = self._holders[position.symbol]
-            del holders[entity.ref]
-            if not holders:
-                del self._holders[position.symbol]
-        if not entity.exposures:
-            entity.alive = False
-            entity.version += 1
-            del self._entities[entity.ref]
-
-    # -- evaluation ----------------------------------------------------------------------------
-
-    def _evaluate_all(self, entities: list[Entity], ts: int) -> Sequence[EngineEvent]:
-        if len(entities) > 1:
-            entities.sort(key=_sort_key)
-        events: list[EngineEvent] = []
-        for entity in entities:
-            if entity.alive and not entity.liquidating:
-                self._evaluate(entity, ts, events)
-        return events
-
-    def _evaluate(self, entity: Entity, ts: int, events: list[EngineEvent]) -> None:
-        """Run the alert state machine for one entity at the current marks."""
-        valuation = _Valuation(self, entity)
-        if valuation.liquidated():
-            events.append(self._liquidate(entity, ts, valuation))
-            if self._state_move is not None:
-                if entity.alive:  # held, marked liquidating: publish that
-                    mb, mm = valuation.mb, valuation.mm
-                    events.append(self._state(entity, ts, mb, mm, mm / mb if mb > 0 else None))
-                    entity.shown_ratio = None  # whatever comes next is news
-                else:
-                    events.append(MarginStateCleared(ts, entity.ref))
-            return
-        levels_f = self._levels_f
-        mb, mm, tolerance = valuation.mb, valuation.mm, valuation.tolerance
-        top = -1
-        for i in range(len(levels_f) - 1, -1, -1):
-            gap = mm - levels_f[i] * mb  # ratio >= level  <=>  MM - level*MB >= 0 (MB > 0)
-            if gap > tolerance or (
-                gap >= -tolerance and valuation.sign(1, levels_f[i], self._levels[i]) >= 0
-            ):
-                top = i
-                break
-        h = entity.level
-        if top >= 0 and top > h:
-            entity.level = top
-            events.append(self._warning(entity, ts, top, valuation))
-        elif h >= 0 and valuation.sign(1, self._rearm_f[h], self._rearm[h]) < 0:
-            entity.level = top
-            self.transitions += 1
-            if top < 0:
-                events.append(self._recovered(entity, ts, valuation))
-        if self._state_move is not None:
-            self._track_state(entity, ts, valuation, events)
-        self._index(entity, valuation)
-
-    def _state_step(self, shown: float) -> float:
-        """How far the ratio may move from its published value before it is republished."""
-        assert self._state_move is not None  # noqa: S101  # only called with state tracking on
-        return self._state_move * max(shown, STATE_RATIO_FLOOR)
-
-    def _track_state(
-        self, entity: Entity, ts: int, valuation: _Valuation, events: list[EngineEvent]
-    ) -> None:
-        """Emit a state event when the level changed or the ratio moved far enough."""
-        ratio = valuation.mm / valuation.mb  # MB > 0: the entity is not liquidated
-        shown = entity.shown_ratio
-        if (
-            shown is None
-            or entity.level != entity.shown_level
-            or abs(ratio - shown) >= self._state_step(shown)
-        ):
-            events.append(self._state(entity, ts, valuation.mb, valuation.mm, ratio))
-
-    def _index(self, entity: Entity, valuation: _Valuation) -> None:
-        """Replace the entity's trigger bands with ones computed at the current marks."""
-        entity.version += 1
-        prices = self.prices
-        curves = [
-            SymbolCurve(symbol, [p.leg for p in slots.values()], price)
-            for symbol, slots in entity.exposures.items()
-            if (price := prices.get(symbol)) is not None
-        ]
-        if not curves:
-            return
-        mb, mm, tolerance = valuation.mb, valuation.mm, valuation.tolerance
-        thresholds = [(_LIQUIDATION, mb - mm - tolerance)]
-        if self.negative_mm_possible and entity.mm_can_be_negative:
-            thresholds.append((_BALANCE_POSITIVE, mb - tolerance))
-        level = entity.level
-        if level + 1 < len(self._levels_f):
-            beta = self._levels_f[level + 1]
-            thresholds.append((self._warn_thresholds[level + 1], beta * mb - mm - tolerance))
-        if level >= 0 and self._rearm_f[level] > 0.0:
-            beta = self._rearm_f[level]
-            thresholds.append((self._rearm_thresholds[level], mm - beta * mb - tolerance))
-        shown = entity.shown_ratio
-        if shown is not None and self._state_move is not None:
-            step = self._state_step(shown)
-            up, down = shown + step, shown - step
-            thresholds.append((Threshold(1.0, up, rising=True), up * mb - mm - tolerance))
-            if down > 0.0:
-                thresholds.append((Threshold(1.0, down, rising=False), mm - down * mb - tolerance))
-        for symbol, lo, hi in bands(curves, thresholds):
-            triggers = self._triggers.get(symbol)
-            if triggers is None:
-                triggers = self._triggers[symbol] = SymbolTriggers()
-            triggers.add(entity, lo, hi)
-            if len(triggers) > 4 * len(self._holders[symbol]) + 64:
-                triggers.compact()
-
-    # -- events --------------------------------------------------------------------------------
-
-    def _next_id(self, kind: str, ref: EntityRef, ts: int, *facts: object) -> str:
-        sequence = self.events_emitted
-        self.events_emitted += 1
-        self.transitions += 1
-        return event_id(kind, ref, ts, sequence, facts)
-
-    def _warning(
-        self, entity: Entity, ts: int, level: int, valuation: _Valuation
-    ) -> MarginWarningRaised:
-        mb, mm = valuation.exact_values()
-        positions = self._position_views(entity)
-        return MarginWarningRaised(
-            id=self._next_id("margin_warning", entity.ref, ts, level, mb, mm),
-            seq=self.events_emitted - 1,  # keyword arguments run in order: after _next_id
-            ts=ts,
-            entity=entity.ref,
-            level=float(self._levels[level]),
-            margin_ratio=_ratio(mm, mb),
-            margin_balance=float(mb),
-            maintenance_margin=float(mm),
-            liquidation_price=positions[0].liquidation_price
-            if entity.ref.scope == "isolated"
-            else None,
-            positions=positions,
-        )
-
-    def _state(
-        self, entity: Entity, ts: int, mb: float, mm: float, ratio: float | None
-    ) -> MarginStateChanged:
-        entity.shown_ratio = ratio
-        entity.shown_level = entity.level
-        self.transitions += 1  # the published state is state too: worth journaling
-        return MarginStateChanged(
-            ts=ts,
-            entity=entity.ref,
-            level=float(self._levels[entity.level]) if entity.level >= 0 else None,
-            margin_ratio=ratio,
-            margin_balance=mb,
-            maintenance_margin=mm,
-            liquidating=entity.liquidating,
-            positions=self._position_views(entity),
-        )
-
-    def _recovered(self, entity: Entity, ts: int, valuation: _Valuation) -> MarginRecovered:
-        mb, mm = valuation.exact_values()
-        return MarginRecovered(
-            id=self._next_id("margin_recovered", entity.ref, ts, mb, mm),
-            seq=self.events_emitted - 1,  # keyword arguments run in order: after _next_id
-            ts=ts,
-            entity=entity.ref,
-            margin_ratio=_ratio(mm, mb),
-            margin_balance=float(mb),
-            maintenance_margin=float(mm),
-        )
-
-    def _liquidate(self, entity: Entity, ts: int, valuation: _Valuation) -> LiquidationTriggered:
-        mb, mm = valuation.exact_values()
-        event = LiquidationTriggered(
-            id=self._next_id("liquidation", entity.ref, ts, mb, mm, entity.wallet),
-            seq=self.events_emitted - 1,  # keyword arguments run in order: after _next_id
-            ts=ts,
-            entity=entity.ref,
-            margin_ratio=_ratio(mm, mb),
-            margin_balance=float(mb),
-            maintenance_margin=float(mm),
-            loss=float(entity.wallet),
-            shortfall=float(-mb) if mb < 0 else 0.0,
-            positions=self._position_views(entity),
-        )
-        entity.level = -1
-        if self.config.policy == "hold":
-            entity.liquidating = True
-            entity.version += 1
-            return event
-        for position in entity.positions():
-            del self._positions[(position.account, position.symbol, position.side)]
-            self._detach(entity, position)
-        if entity.ref.scope == "cross":
-            self._balances[(entity.ref.account, entity.ref.asset)] = ZERO
-        return event
-
-    def _position_views(self, entity: Entity) -> tuple[PositionView, ...]:
-        """Each position with its liquidation and bankruptcy prices, solved per symbol with the
-        entity's other symbols held at their marks (legs of one symbol solved together)."""
-        terms = symbol_terms(entity, self.prices)
-        views: list[PositionView] = []
-        for symbol in sorted(entity.exposures):
-            slots = entity.exposures[symbol]
-            legs = [p.leg for p in slots.values()]
-            others_upnl = sum(u for s, (u, _) in terms.items() if s != symbol)
-            others_mm = sum(m for s, (_, m) in terms.items() if s != symbol)
-            price = self.prices.get(symbol)
-            reference = legs[0].entry_f if price is None else price
-            liquidation = solve_price(legs, entity.wallet_f + others_upnl - others_mm, reference)
-            bankruptcy = solve_price(
-                legs, entity.wallet_f + others_upnl, reference, with_maintenance=False
-            )
-            for side in sorted(slots):
-                leg = slots[side].leg
-                views.append(
-                    PositionView(
-                        symbol=symbol,
-                        side=side,
-                        qty=float(leg.qty),
-                        entry=leg.entry_f,
-                        mark=leg.entry_f if price is None else price,
-                        liquidation_price=liquidation,
-                        bankruptcy_price=bankruptcy,
-                        mark_ts=self._mark_ts.get(symbol),
-                        mark_stale=symbol in self._stale,
-                    )
-                )
-        return tuple(views)
-
-
-def _sort_key(entity: Entity) -> tuple[str, int, str, str, str]:
-    return entity.sort_key
-
-
-def _ratio(mm: Fraction, mb: Fraction) -> float | None:
-    return float(mm / mb) if mb > 0 else None
-
-
-def _entity_ref(account: str, symbol: str, side: str, mode: str, contract: Contract) -> EntityRef:
-    if mode == "isolated":
-        return EntityRef(account, "isolated", contract.margin_asset, symbol, side)
-    return EntityRef(account, "cross", contract.margin_asset)
-
-
-def _ref_of(position: Position) -> EntityRef:
-    return _entity_ref(
-        position.account, position.symbol, position.side, position.mode, position.leg.contract
-    )
-
-
-def _with_leg(position: Position, leg: Leg) -> Position:
-    return Position(
-        account=position.account,
-        symbol=position.symbol,
-        side=position.side,
-        mode=position.mode,
-        leverage=position.leverage,
-        leg=leg,
-    )

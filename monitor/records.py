@@ -75,12 +75,17 @@ number text is then read exactly, only when needed)."""
 
 def exact_mark_of(source: MarkSource) -> Fraction:
     """The exact value of a mark (see :data:`MarkSource`)."""
+    return Fraction(exact_mark_decimal(source))
+
+
+def exact_mark_decimal(source: MarkSource) -> Decimal:
+    """The exact value of a mark as a decimal (see :data:`MarkSource`)."""
     if isinstance(source, str):
-        return Fraction(Decimal(source))
+        return Decimal(source)
     if isinstance(source, bytes):
         value = json.loads(source, parse_float=Decimal, parse_int=Decimal)["mark"]
-        return Fraction(Decimal(value) if isinstance(value, str) else value)
-    return Fraction(decimal_of_float(source))
+        return Decimal(value) if isinstance(value, str) else value
+    return decimal_of_float(source)
 
 
 def decimal_of_float(value: float) -> Decimal:

@@ -1,32 +1,45 @@
-"""The engine's whole state as plain JSON-ready data, and back.
+"""The engine's whole state as arrays, and back.
 
-A snapshot holds everything that decides future events: contracts, the last mark (exact text
-and ``ts``) of every symbol, balances, positions, each entity's wallet, alert level, hold-policy
-flag and last published state, the event counter (so ids continue) and the engine clock.
-Restoring rebuilds the entities and the trigger index *without* running the alert state
-machine: it emits nothing, and the next record behaves exactly as it would have without the
-restart.
+A snapshot is the book itself: every column of every table (:mod:`monitor.book`), copied,
+plus a small JSON-ready part for what is not a column: the interned names, the contracts, the
+exact text of the last mark of every symbol, the shared leverages, the rare exact values kept
+outside the columns, the event counter (so ids continue), the engine clock and the alert
+levels the level columns refer to. Nothing walks the book entity by entity: capturing 100,000
+accounts is a few array copies (the service writes them as one file, on another thread: see
+``liqmon.persistence``).
 
-Decimals travel as strings. Alert levels are stored by value, so a restart with a different
-``--levels`` keeps a level that still exists and forgets one that does not.
+Restoring loads the arrays back, rebuilds the trigger index from the bands stored in the rows
+(one sort per symbol) and runs *no* state machine: it emits nothing, and the next record
+behaves exactly as it would have without the restart.
+
+Alert levels are stored by value, so a restart with a different ``--levels`` keeps a level that
+still exists and forgets one that does not.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+
+from monitor.book import NONE
 from monitor.config import EngineConfig
 from monitor.contracts import Tier, make_contract
-from monitor.engine import Engine, _Valuation
-from monitor.entity import Entity, Position
+from monitor.engine import Engine
 from monitor.errors import LiqmonError
-from monitor.events import EntityRef
-from monitor.margin import Leg
 from monitor.records import MarkSource
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+_TABLES = ("symbols", "rows", "entities", "balances", "accounts")
+_EXACT = (
+    ("rows", "qty"),
+    ("rows", "entry_exact"),
+    ("entities", "wallet_exact"),
+    ("balances", "wallet_exact"),
+)
 
 
 class SnapshotError(LiqmonError):
@@ -43,123 +56,163 @@ def mark_text(source: MarkSource) -> str:
     return repr(source)
 
 
-def export_state(engine: Engine) -> dict[str, Any]:
-    """The engine's state (see the module docstring)."""
-    levels = engine.config.levels
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """The state of an engine: ``arrays`` (the tables' columns) and ``meta`` (JSON-ready)."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EngineSnapshot):
+            return NotImplemented
+        return (
+            self.meta == other.meta
+            and self.arrays.keys() == other.arrays.keys()
+            and all(
+                np.array_equal(a, other.arrays[k], equal_nan=a.dtype.kind == "f")
+                for k, a in self.arrays.items()
+            )
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def without_bands(self) -> EngineSnapshot:
+        """The state without what is derived from it (trigger bands and envelopes, which
+        depend on when entities were last evaluated, not on what they hold)."""
+        derived = {"rows.lo", "rows.hi"}
+        return EngineSnapshot(
+            {k: v for k, v in self.arrays.items() if k not in derived}, dict(self.meta)
+        )
+
+
+def _contract_json(contract: Any) -> dict[str, Any]:
     return {
-        "version": SNAPSHOT_VERSION,
-        "clock": engine._clock,
-        "snapshot_ts": dict(engine._snapshot_ts),
-        "events_emitted": engine.events_emitted,
-        "contracts": [
-            {
-                "symbol": c.symbol,
-                "kind": c.kind,
-                "margin_asset": c.margin_asset,
-                "contract_size": str(c.contract_size),
-                "brackets": [
-                    {"floor": str(t.floor), "cap": str(t.cap), "mmr": str(t.mmr), "cum": str(t.cum)}
-                    for t in c.tiers
-                ],
-            }
-            for c in engine.contracts.values()
-        ],
-        "marks": [
-            {"symbol": symbol, "mark": mark_text(engine._mark_text[symbol]), "ts": ts}
-            for symbol, ts in engine._mark_ts.items()
-        ],
-        "balances": [
-            {"account": account, "asset": asset, "wallet": str(wallet)}
-            for (account, asset), wallet in engine._balances.items()
-        ],
-        "entities": [
-            {
-                "account": e.ref.account,
-                "scope": e.ref.scope,
-                "asset": e.ref.asset,
-                "symbol": e.ref.symbol,
-                "side": e.ref.side,
-                "wallet": str(e.wallet),
-                "level": str(levels[e.level]) if e.level >= 0 else None,
-                "liquidating": e.liquidating,
-                "shown_ratio": e.shown_ratio,
-                "shown_level": str(levels[e.shown_level]) if e.shown_level >= 0 else None,
-                "positions": [
-                    {
-                        "symbol": p.symbol,
-                        "side": p.side,
-                        "mode": p.mode,
-                        "qty": str(p.leg.qty),
-                        "entry": str(p.leg.entry),
-                        "leverage": str(p.leverage),
-                    }
-                    # insertion order, not sorted: float sums then add up bit for bit the same
-                    for slots in e.exposures.values()
-                    for p in slots.values()
-                ],
-            }
-            for e in engine._entities.values()
+        "symbol": contract.symbol,
+        "kind": contract.kind,
+        "margin_asset": contract.margin_asset,
+        "contract_size": str(contract.contract_size),
+        "brackets": [
+            {"floor": str(t.floor), "cap": str(t.cap), "mmr": str(t.mmr), "cum": str(t.cum)}
+            for t in contract.tiers
         ],
     }
 
 
-def _level_index(config: EngineConfig, value: str | None) -> int:
-    if value is None:
-        return -1
-    try:
-        return config.levels.index(Decimal(value))
-    except ValueError:
-        return -1  # that level is no longer configured: as if none were active
+def export_state(engine: Engine) -> EngineSnapshot:
+    """The engine's state (see the module docstring)."""
+    book = engine.book
+    arrays: dict[str, np.ndarray] = {}
+    for name in _TABLES:
+        arrays.update(getattr(book, name).export(name + "."))
+    marks = [None if s is None else mark_text(s) for s in engine._mark_text]
+    overflow = {
+        f"{table}.{column}": {
+            str(row): str(value)
+            for row, value in getattr(getattr(book, table), column).overflow.items()
+        }
+        for table, column in _EXACT
+    }
+    meta = {
+        "version": SNAPSHOT_VERSION,
+        "clock": engine.clock,
+        "events_emitted": engine.events_emitted,
+        "levels": [str(v) for v in engine.config.levels],
+        "accounts": list(book.account_names.names),
+        "assets": list(book.asset_names.names),
+        "symbols": list(book.symbol_names.names),
+        "contracts": [None if c is None else _contract_json(c) for c in book.contracts],
+        "marks": marks,
+        "leverages": [str(v) for v in book.leverages],
+        "overflow": overflow,
+    }
+    return EngineSnapshot(arrays, meta)
 
 
-def restore_state(data: dict[str, Any], config: EngineConfig | None = None) -> Engine:
+def _level_map(config: EngineConfig, stored: list[str]) -> np.ndarray:
+    """Stored level index -> configured level index (-1: no longer configured). Index -1 of
+    the stored levels maps through the last slot."""
+    mapping = np.full(len(stored) + 1, -1, dtype=np.int64)
+    for i, value in enumerate(stored):
+        try:
+            mapping[i] = config.levels.index(Decimal(value))
+        except ValueError:
+            mapping[i] = -1
+    return mapping
+
+
+def restore_state(snapshot: EngineSnapshot, config: EngineConfig | None = None) -> Engine:
     """An engine in the state :func:`export_state` captured, under ``config``."""
-    if data.get("version") != SNAPSHOT_VERSION:
-        raise SnapshotError(f"unsupported snapshot version {data.get('version')!r}")
+    meta = snapshot.meta
+    if not isinstance(meta, dict) or meta.get("version") != SNAPSHOT_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise SnapshotError(f"unsupported snapshot version {version!r}")
     engine = Engine(config)
-    config = engine.config
+    book = engine.book
     try:
-        for c in data["contracts"]:
+        for name in meta["accounts"]:
+            book.account_names.intern(name)
+        for name in meta["assets"]:
+            book.asset_names.intern(name)
+        for name in meta["symbols"]:
+            book.symbol_names.intern(name)
+            book.contracts.append(None)
+            book.margin_asset.append(NONE)
+            engine._mark_text.append(None)
+            engine._exact_marks.append(None)
+        for name in _TABLES:
+            getattr(book, name).load(name + ".", snapshot.arrays)
+        book.rebuild_indexes()
+        for value in meta["leverages"]:
+            book.leverage_id(Decimal(value))
+        for table, column in _EXACT:
+            target = getattr(getattr(book, table), column)
+            for row, value in meta["overflow"][f"{table}.{column}"].items():
+                target.overflow[int(row)] = Decimal(value)
+        for sid, spec in enumerate(meta["contracts"]):
+            if spec is None:
+                continue
             tiers = [
                 Tier(Decimal(b["floor"]), Decimal(b["cap"]), Decimal(b["mmr"]), Decimal(b["cum"]))
-                for b in c["brackets"]
+                for b in spec["brackets"]
             ]
             contract = make_contract(
-                c["symbol"], c["kind"], c["margin_asset"], Decimal(c["contract_size"]), tiers
+                spec["symbol"],
+                spec["kind"],
+                spec["margin_asset"],
+                Decimal(spec["contract_size"]),
+                tiers,
             )
-            engine.contracts[contract.symbol] = contract
-            engine.negative_mm_possible |= contract.mm_can_be_negative
-        for m in data["marks"]:
-            engine.prices[m["symbol"]] = float(m["mark"])
-            engine._mark_text[m["symbol"]] = m["mark"]
-            engine._mark_ts[m["symbol"]] = int(m["ts"])
-        for b in data["balances"]:
-            engine._balances[(b["account"], b["asset"])] = Decimal(b["wallet"])
-        for e in data["entities"]:
-            ref = EntityRef(e["account"], e["scope"], e["asset"], e["symbol"], e["side"])
-            entity = Entity(ref, Decimal(e["wallet"]))
-            entity.level = _level_index(config, e["level"])
-            entity.liquidating = bool(e["liquidating"])
-            entity.shown_ratio = e["shown_ratio"]
-            entity.shown_level = _level_index(config, e["shown_level"])
-            engine._entities[ref] = entity
-            for p in e["positions"]:
-                contract = engine.contracts[p["symbol"]]
-                position = Position(
-                    account=ref.account,
-                    symbol=p["symbol"],
-                    side=p["side"],
-                    mode=p["mode"],
-                    leverage=Decimal(p["leverage"]),
-                    leg=Leg.of(Decimal(p["qty"]), Decimal(p["entry"]), contract),
-                )
-                engine._attach(entity, position)
-        engine._clock = int(data["clock"])
-        engine._snapshot_ts = {str(k): int(v) for k, v in data.get("snapshot_ts", {}).items()}
-        engine.events_emitted = int(data["events_emitted"])
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            book.set_contract(sid, contract)
+            engine._evaluator.negative_mm_possible |= contract.mm_can_be_negative
+        engine._evaluator.contracts_version += 1
+        for sid, text in enumerate(meta["marks"]):
+            engine._mark_text[sid] = text
+        engine._clock = int(meta["clock"])
+        engine.events_emitted = int(meta["events_emitted"])
+        entities = book.entities
+        mapping = _level_map(engine.config, meta["levels"])
+        for column in ("level", "shown_level"):
+            values = getattr(entities, column)[: entities.size].astype(np.int64)
+            getattr(entities, column)[: entities.size] = mapping[values]
+    except (KeyError, TypeError, ValueError, ArithmeticError, IndexError) as exc:
         raise SnapshotError(f"inconsistent snapshot: {exc!r}") from exc
-    for entity in engine._entities.values():
-        if not entity.liquidating:
-            engine._index(entity, _Valuation(engine, entity))
+    _rebuild_index(engine)
     return engine
+
+
+def _rebuild_index(engine: Engine) -> None:
+    """The trigger heaps and envelopes from the bands stored in the rows."""
+    book = engine.book
+    triggers = engine.triggers
+    rows = book.rows
+    for sid in range(len(book.contracts)):
+        triggers.ensure(sid)
+    open_rows = np.flatnonzero(rows.sign[: rows.size] != 0)
+    counts = np.bincount(rows.symbol[open_rows], minlength=len(book.contracts))
+    triggers.holders = [int(c) for c in counts]
+    triggers.set_bands(open_rows, rows.lo[open_rows].copy(), rows.hi[open_rows].copy())

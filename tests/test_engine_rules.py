@@ -142,19 +142,6 @@ def assert_refusal_changes_nothing(
     assert feed(engine, suffix) == expected
 
 
-def count_evaluations(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count calls of ``Engine._evaluate`` (one per entity run through the state machine)."""
-    calls = [0]
-    original = engine._evaluate
-
-    def counting(*args: Any) -> None:
-        calls[0] += 1
-        original(*args)
-
-    monkeypatch.setattr(engine, "_evaluate", counting)
-    return calls
-
-
 def toy_engine(config: EngineConfig | None = None) -> Engine:
     """TOYUSDT and BBBUSDT defined, TOYUSDT marked at 100 (ts 1), BBBUSDT at 1000 (ts 1)."""
     engine = Engine(config)
@@ -263,9 +250,9 @@ def test_unmarked_symbol_is_valued_at_entry(monkeypatch: pytest.MonkeyPatch) -> 
     unmarked = next(p for p in payload["positions"] if p["symbol"] == "QQQUSDT")
     assert unmarked["mark"] == 1000.0
 
-    calls = count_evaluations(engine, monkeypatch)
+    before = engine.evaluations  # entities run through the state machine
     events = engine.apply(tick("QQQUSDT", "950", 4))
-    assert calls[0] == 4
+    assert engine.evaluations - before == 4
     # carol: MB = 112.5 − 50 = 62.5 <= MM = 40 + 47.5; dave: 47.5 / 50 = 0.95.
     assert summary(events) == [
         ("liquidation", "carol", "USDT"),

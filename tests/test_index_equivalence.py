@@ -45,7 +45,7 @@ from monitor import (
     make_contract,
     to_payload,
 )
-from monitor.entity import Entity
+from monitor.views import EntityState as Entity
 from tests.conftest import DATA
 
 # -- instruments -------------------------------------------------------------------------------
@@ -576,29 +576,14 @@ def check_equivalence(workload: Workload) -> tuple[Generator, int, int]:
     """Build the workload, replay it through the indexed engine, compare everything; return
     the generator and how many entity evaluations each engine made."""
     generator = Generator(workload)
-    naive_calls = counting(generator.reference)
     generator.build()
     engine = Engine(workload.config())
-    indexed_calls = counting(engine)
     for n, (item, got, want) in enumerate(
         zip(generator.records, replay(engine, generator.records), generator.outcomes, strict=True)
     ):
         assert got == want, f"{workload}: record {n} {item!r}: indexed {got} != naive {want}"
     assert final_state(engine) == final_state(generator.reference)
-    return generator, indexed_calls[0], naive_calls[0]
-
-
-def counting(engine: Engine) -> list[int]:
-    """Count calls of ``Engine._evaluate`` (one per entity run through the state machine)."""
-    calls = [0]
-    original = engine._evaluate
-
-    def evaluate(*args: Any) -> None:
-        calls[0] += 1
-        original(*args)
-
-    engine._evaluate = evaluate  # type: ignore[method-assign]
-    return calls
+    return generator, engine.evaluations, generator.reference.evaluations
 
 
 def kinds(generator: Generator) -> dict[str, int]:
@@ -696,13 +681,12 @@ def test_a_tick_that_crosses_nothing_evaluates_nothing(monkeypatch: pytest.Monke
     indexed, naive = Engine(), NaiveEngine()
     for engine in (indexed, naive):
         crowd(engine, 3000, 0)
-    indexed_calls = counting(indexed)
-    naive_calls = counting(naive)
+    indexed_before, naive_before = indexed.evaluations, naive.evaluations
     for ts, mark in enumerate(("60010", "59990.5", "60300", "59700"), start=3):
         tick = TickRecord(ts, "BTCUSDT", float(mark), mark)
         assert list(indexed.apply(tick)) == list(naive.apply(tick)) == []
-    assert indexed_calls[0] == 0
-    assert naive_calls[0] == 4 * 3000
+    assert indexed.evaluations - indexed_before == 0
+    assert naive.evaluations - naive_before == 4 * 3000
 
 
 def test_a_tick_that_crosses_evaluates_only_the_entities_it_crosses(
@@ -713,14 +697,14 @@ def test_a_tick_that_crosses_evaluates_only_the_entities_it_crosses(
     indexed, naive = Engine(), NaiveEngine()
     for engine in (indexed, naive):
         crowd(engine, 3000, 5)
-    indexed_calls = counting(indexed)
+    indexed_before = indexed.evaluations
     tick = TickRecord(3, "BTCUSDT", 59990.0, "59990")  # near: MM ≈ 249.95 / MB 352.3 ≈ 0.709
     events = [to_payload(e) for e in indexed.apply(tick)]
     assert events == [to_payload(e) for e in naive.apply(tick)]
     assert [(e["event"], e["account"], e["level"]) for e in events] == [
         ("margin_warning", f"near{n:02}", 0.7) for n in range(5)
     ]
-    assert indexed_calls[0] == 5
+    assert indexed.evaluations - indexed_before == 5
 
 
 def test_generator_is_deterministic() -> None:

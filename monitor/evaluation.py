@@ -1,0 +1,431 @@
+"""The alert state machine over the book, one entity at a time or many at once.
+
+Per entity, with ``h`` the highest active level (interfaces §3):
+
+* liquidation (``MB <= MM``, or ``MB <= 0``) first: emit it; under ``close`` remove the
+  entity's positions (and zero a cross wallet); under ``hold`` keep them, marked liquidating,
+  silent until a record changes the entity. ``h`` is cleared;
+* else with ``top`` the highest level ``<= ratio``: if ``top`` exists and exceeds ``h``, emit
+  one ``margin_warning`` at ``top`` and set ``h = top``;
+* else if ``h`` exists and ratio ``< h − hysteresis``: without ``top`` emit
+  ``margin_recovered`` and clear ``h``, otherwise set ``h = top`` silently;
+* with state tracking, a state event when the level changed or the ratio moved far enough.
+
+:meth:`Evaluator.evaluate` takes the entities a record or a tick touched. A few are run through
+the scalar path (:meth:`Evaluator.evaluate_one`). Many are valued in one pass over arrays
+(:func:`monitor.valuation.value_many`, bit for bit the scalar valuation) and classified at once:
+an entity whose every decision clears the float error bound and calls for nothing (no event, no
+level change) only gets new trigger bands, computed in one pass too
+(:mod:`monitor.bands_batch`); the rest, usually a handful, go through the scalar path in
+canonical order, which makes every close call exactly and builds the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+
+from monitor.bands import SymbolCurve, Threshold, bands
+from monitor.bands_batch import BandRequest, batch_bands
+from monitor.book import CROSS, NONE, Book
+from monitor.config import STATE_RATIO_FLOOR, EngineConfig
+from monitor.events import (
+    EngineEvent,
+    LiquidationTriggered,
+    MarginRecovered,
+    MarginStateChanged,
+    MarginStateCleared,
+    MarginWarningRaised,
+    event_id,
+)
+from monitor.triggers import Triggers
+from monitor.valuation import ExactMark, TierArrays, value_exact, value_many, value_one
+from monitor.views import entity_ref, leg_of, legs_by_symbol, position_views, sort_key
+
+ONE = Fraction(1)
+BATCH_MIN = 12
+"""From this many entities at once, valuation and bands go through the array path."""
+
+_LIQUIDATION = Threshold(alpha=1.0, beta=1.0, rising=True)
+_BALANCE_POSITIVE = Threshold(alpha=0.0, beta=1.0, rising=True)
+
+
+class _Valuation:
+    """One entity valued at the current marks, with exact fallbacks for close calls."""
+
+    __slots__ = ("entity", "evaluator", "exact", "mb", "mm", "tolerance")
+
+    def __init__(self, evaluator: Evaluator, entity: int) -> None:
+        self.evaluator = evaluator
+        self.entity = entity
+        self.mb, self.mm, self.tolerance = value_one(evaluator.book, entity)
+        self.exact: tuple[Fraction, Fraction] | None = None
+
+    def exact_values(self) -> tuple[Fraction, Fraction]:
+        """``(MB, MM)`` in exact arithmetic (computed once)."""
+        if self.exact is None:
+            self.exact = value_exact(self.evaluator.book, self.entity, self.evaluator.exact_mark)
+        return self.exact
+
+    def sign(self, alpha: int, beta: float, beta_exact: Fraction) -> int:
+        """Sign of ``α·MM − β·MB``, exact even when the floats cannot tell."""
+        value = alpha * self.mm - beta * self.mb
+        if value > self.tolerance:
+            return 1
+        if value < -self.tolerance:
+            return -1
+        mb, mm = self.exact_values()
+        exact = (mm if alpha else 0) - beta_exact * mb
+        return (exact > 0) - (exact < 0)
+
+    def liquidated(self) -> bool:
+        """``MB <= MM``, or ``MB <= 0`` (only distinct when a tier table lets MM go negative)."""
+        if self.sign(1, 1.0, ONE) >= 0:
+            return True
+        evaluator = self.evaluator
+        return (
+            evaluator.negative_mm_possible
+            and evaluator.mm_can_be_negative(self.entity)
+            and self.sign(0, 1.0, ONE) >= 0
+        )
+
+
+class Evaluator:
+    """See the module docstring. Owned by :class:`monitor.engine.Engine`."""
+
+    def __init__(
+        self, config: EngineConfig, book: Book, triggers: Triggers, exact_mark: ExactMark
+    ) -> None:
+        self.config = config
+        self.book = book
+        self.triggers = triggers
+        self.exact_mark = exact_mark
+        self.tiers = TierArrays()
+        self.contracts_version = 0
+        self.levels = tuple(Fraction(v) for v in config.levels)
+        self.levels_f = config.levels_f
+        self.rearm = tuple(Fraction(config.rearm_threshold(i)) for i in range(len(self.levels)))
+        self.rearm_f = tuple(float(v) for v in self.rearm)
+        self.warn_thresholds = tuple(Threshold(1.0, b, rising=True) for b in self.levels_f)
+        self.rearm_thresholds = tuple(Threshold(1.0, b, rising=False) for b in self.rearm_f)
+        move = config.state_move
+        self.state_move = None if move is None else float(move)
+        self.hold = config.policy == "hold"
+        self.events_emitted = 0
+        self.transitions = 0
+        self.evaluations = 0
+        """Entities run through the state machine (scalar or batch), for tests and metrics."""
+        self.negative_mm_possible = False
+        self.stale: set[int] = set()
+        self.indexing = True
+        """Off in the naive baseline, which re-evaluates every holder of a ticked symbol."""
+        self.batching = True
+        """Off in the naive baseline: every evaluation takes the scalar path."""
+
+    # -- structure ------------------------------------------------------------------------------
+
+    def mm_can_be_negative(self, entity: int) -> bool:
+        contracts = self.book.contracts
+        symbol = self.book.rows.v_symbol
+        for row in self.book.entity_rows(entity):
+            contract = contracts[symbol[row]]
+            if contract is not None and contract.mm_can_be_negative:
+                return True
+        return False
+
+    def close_row(self, row: int) -> bool:
+        """Remove an open row from its entity, its account and the index; return whether
+        the entity is left empty (and so forgotten)."""
+        book = self.book
+        rows = book.rows
+        entity = rows.v_entity[row]
+        aid = book.entities.v_account[entity]
+        sid = rows.v_symbol[row]
+        left = book.detach(row)
+        book.drop_row(aid, row)
+        self.triggers.row_closed(sid)
+        if left == 0:
+            book.forget_entity(entity)
+            return True
+        return False
+
+    def unindex(self, entity: int) -> None:
+        """The entity's bands no longer hold (it is liquidating, or about to be re-banded)."""
+        clear = self.triggers.clear_band
+        for row in self.book.entity_rows(entity):
+            clear(row)
+
+    # -- evaluating -----------------------------------------------------------------------------
+
+    def evaluate(self, entities: Sequence[int], ts: int) -> list[EngineEvent]:
+        """Run the state machine for ``entities`` (live, not liquidating ones) at the current
+        marks; events in canonical entity order."""
+        liquidating = self.book.entities.v_liquidating
+        due = [e for e in entities if not liquidating[e]]
+        events: list[EngineEvent] = []
+        if self.batching and len(due) >= BATCH_MIN:
+            due = self._quiet_in_batch(np.array(due, dtype=np.int64))
+        if len(due) > 1:
+            book = self.book
+            due.sort(key=lambda e: sort_key(book, e))
+        for entity in due:
+            self.evaluate_one(entity, ts, events)
+        return events
+
+    def evaluate_one(self, entity: int, ts: int, events: list[EngineEvent]) -> None:
+        """The state machine for one entity (see the module docstring)."""
+        self.evaluations += 1
+        valuation = _Valuation(self, entity)
+        entities = self.book.entities
+        if valuation.liquidated():
+            alive = self._liquidate(entity, ts, valuation, events)
+            if self.state_move is not None and alive:  # held, marked liquidating: publish that
+                mb, mm = valuation.mb, valuation.mm
+                events.append(self._state(entity, ts, mb, mm, mm / mb if mb > 0 else None))
+                entities.v_shown_ratio[entity] = float("nan")  # whatever comes next is news
+            return
+        levels_f = self.levels_f
+        mb, mm, tolerance = valuation.mb, valuation.mm, valuation.tolerance
+        top = -1
+        for i in range(len(levels_f) - 1, -1, -1):
+            gap = mm - levels_f[i] * mb  # ratio >= level  <=>  MM - level*MB >= 0 (MB > 0)
+            if gap > tolerance or (
+                gap >= -tolerance and valuation.sign(1, levels_f[i], self.levels[i]) >= 0
+            ):
+                top = i
+                break
+        h = entities.v_level[entity]
+        if top >= 0 and top > h:
+            entities.v_level[entity] = top
+            events.append(self._warning(entity, ts, top, valuation))
+        elif h >= 0 and valuation.sign(1, self.rearm_f[h], self.rearm[h]) < 0:
+            entities.v_level[entity] = top
+            self.transitions += 1
+            if top < 0:
+                events.append(self._recovered(entity, ts, valuation))
+        if self.state_move is not None:
+            ratio = mm / mb  # MB > 0: not liquidated
+            shown = entities.v_shown_ratio[entity]
+            if (
+                shown != shown
+                or entities.v_level[entity] != entities.v_shown_level[entity]
+                or abs(ratio - shown) >= self.state_step(shown)
+            ):
+                events.append(self._state(entity, ts, mb, mm, ratio))
+        if self.indexing:
+            self.index_one(entity, mb, mm, tolerance)
+
+    def state_step(self, shown: float) -> float:
+        """How far the ratio may move from its published value before it is republished."""
+        assert self.state_move is not None  # noqa: S101  # only called with state tracking on
+        return self.state_move * max(shown, STATE_RATIO_FLOOR)
+
+    def _thresholds(
+        self, entity: int, mb: float, mm: float, tolerance: float
+    ) -> list[tuple[Threshold, float]]:
+        """Every threshold function that can change the entity's state, with its slack."""
+        thresholds = [(_LIQUIDATION, mb - mm - tolerance)]
+        if self.negative_mm_possible and self.mm_can_be_negative(entity):
+            thresholds.append((_BALANCE_POSITIVE, mb - tolerance))
+        level = self.book.entities.v_level[entity]
+        if level + 1 < len(self.levels_f):
+            beta = self.levels_f[level + 1]
+            thresholds.append((self.warn_thresholds[level + 1], beta * mb - mm - tolerance))
+        if level >= 0 and self.rearm_f[level] > 0.0:
+            beta = self.rearm_f[level]
+            thresholds.append((self.rearm_thresholds[level], mm - beta * mb - tolerance))
+        shown = self.book.entities.v_shown_ratio[entity]
+        if shown == shown and self.state_move is not None:
+            step = self.state_step(shown)
+            up, down = shown + step, shown - step
+            thresholds.append((Threshold(1.0, up, rising=True), up * mb - mm - tolerance))
+            if down > 0.0:
+                thresholds.append((Threshold(1.0, down, rising=False), mm - down * mb - tolerance))
+        return thresholds
+
+    def index_one(self, entity: int, mb: float, mm: float, tolerance: float) -> None:
+        """Replace the entity's trigger bands with ones computed at the current marks."""
+        book = self.book
+        price = book.symbols.v_price
+        grouped = legs_by_symbol(book, entity)
+        curves: list[SymbolCurve] = []
+        members: list[list[int]] = []
+        set_band = self.triggers.set_band
+        for sid, group in grouped.items():
+            p = price[sid]
+            if p != p:
+                for row in group:
+                    self.triggers.clear_band(row)
+                continue
+            curves.append(SymbolCurve(str(sid), [leg_of(book, row) for row in group], p))
+            members.append(group)
+        if not curves:
+            return
+        result = bands(curves, self._thresholds(entity, mb, mm, tolerance))
+        for group, (_, lo, hi) in zip(members, result, strict=True):
+            for row in group:
+                set_band(row, lo, hi)
+
+    # -- many at once ---------------------------------------------------------------------------
+
+    def _quiet_in_batch(self, due: np.ndarray) -> list[int]:
+        """Value ``due`` in one pass; band the entities for which nothing happens, return the
+        others (for the scalar path)."""
+        book = self.book
+        self.tiers.refresh(book, self.contracts_version)
+        mb, mm, tol, terms = value_many(book, self.tiers, due)
+        entities = book.entities
+        level = entities.level[due].astype(np.int64)
+        # liquidation must be clearly out of reach ...
+        calm = (mb - mm) > tol
+        if self.negative_mm_possible:
+            calm &= mb > tol
+        # ... the highest level reached must be clear of every level's error band ...
+        top = np.full(len(due), -1, dtype=np.int64)
+        for i, beta in enumerate(self.levels_f):
+            gap = mm - beta * mb
+            calm &= np.abs(gap) > tol
+            top[gap > tol] = i
+        # ... and call for no event nor level change
+        calm &= top <= level
+        rearm = np.array([*self.rearm_f, 0.0])[level]  # level -1 picks the 0.0 pad
+        active = level >= 0
+        rearm_gap = mm - rearm * mb
+        calm &= ~active | (rearm_gap > tol)
+        if self.state_move is not None:
+            shown = entities.shown_ratio[due]
+            ratio = np.divide(mm, mb, out=np.zeros_like(mm), where=mb > 0)
+            step = self.state_move * np.maximum(shown, STATE_RATIO_FLOOR)
+            calm &= ~np.isnan(shown)
+            calm &= entities.shown_level[due] == level
+            calm &= np.abs(ratio - shown) < step
+        quiet = np.flatnonzero(calm)
+        self.evaluations += len(quiet)
+        if len(quiet):
+            request = BandRequest(
+                entities=due[quiet],
+                mb=mb[quiet],
+                mm=mm[quiet],
+                tolerance=tol[quiet],
+                level=level[quiet],
+                shown=entities.shown_ratio[due[quiet]] if self.state_move is not None else None,
+            )
+            rows, lo, hi = batch_bands(self, request, terms, quiet)
+            self.triggers.set_bands(rows, lo, hi)
+        rest: list[int] = due[~calm].tolist()
+        return rest
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _next_id(self, kind: str, entity: int, ts: int, *facts: object) -> tuple[str, int]:
+        sequence = self.events_emitted
+        self.events_emitted += 1
+        self.transitions += 1
+        return event_id(kind, entity_ref(self.book, entity), ts, sequence, facts), sequence
+
+    def _warning(
+        self, entity: int, ts: int, level: int, valuation: _Valuation
+    ) -> MarginWarningRaised:
+        mb, mm = valuation.exact_values()
+        positions = position_views(self.book, entity, self.stale)
+        ref = entity_ref(self.book, entity)
+        event_key, seq = self._next_id("margin_warning", entity, ts, level, mb, mm)
+        return MarginWarningRaised(
+            id=event_key,
+            seq=seq,
+            ts=ts,
+            entity=ref,
+            level=float(self.levels[level]),
+            margin_ratio=_ratio(mm, mb),
+            margin_balance=float(mb),
+            maintenance_margin=float(mm),
+            liquidation_price=positions[0].liquidation_price if ref.scope == "isolated" else None,
+            positions=positions,
+        )
+
+    def _state(
+        self, entity: int, ts: int, mb: float, mm: float, ratio: float | None
+    ) -> MarginStateChanged:
+        entities = self.book.entities
+        entities.v_shown_ratio[entity] = float("nan") if ratio is None else ratio
+        level = entities.v_level[entity]
+        entities.v_shown_level[entity] = level
+        self.transitions += 1  # the published state is state too: worth journaling
+        return MarginStateChanged(
+            ts=ts,
+            entity=entity_ref(self.book, entity),
+            level=float(self.levels[level]) if level >= 0 else None,
+            margin_ratio=ratio,
+            margin_balance=mb,
+            maintenance_margin=mm,
+            liquidating=bool(entities.v_liquidating[entity]),
+            positions=position_views(self.book, entity, self.stale),
+        )
+
+    def state_of(self, entity: int, ts: int) -> MarginStateChanged:
+        """A state event for the entity as it stands (feed health changes)."""
+        valuation = _Valuation(self, entity)
+        mb, mm = valuation.mb, valuation.mm
+        return self._state(entity, ts, mb, mm, mm / mb if mb > 0 else None)
+
+    def _recovered(self, entity: int, ts: int, valuation: _Valuation) -> MarginRecovered:
+        mb, mm = valuation.exact_values()
+        event_key, seq = self._next_id("margin_recovered", entity, ts, mb, mm)
+        return MarginRecovered(
+            id=event_key,
+            seq=seq,
+            ts=ts,
+            entity=entity_ref(self.book, entity),
+            margin_ratio=_ratio(mm, mb),
+            margin_balance=float(mb),
+            maintenance_margin=float(mm),
+        )
+
+    def _liquidate(
+        self, entity: int, ts: int, valuation: _Valuation, events: list[EngineEvent]
+    ) -> bool:
+        """Emit the liquidation and apply the policy; return whether the entity lives on."""
+        book = self.book
+        mb, mm = valuation.exact_values()
+        wallet: Decimal = book.wallet(entity)
+        ref = entity_ref(book, entity)
+        event_key, seq = self._next_id("liquidation", entity, ts, mb, mm, wallet)
+        events.append(
+            LiquidationTriggered(
+                id=event_key,
+                seq=seq,
+                ts=ts,
+                entity=ref,
+                margin_ratio=_ratio(mm, mb),
+                margin_balance=float(mb),
+                maintenance_margin=float(mm),
+                loss=float(wallet),
+                shortfall=float(-mb) if mb < 0 else 0.0,
+                positions=position_views(book, entity, self.stale),
+            )
+        )
+        entities = book.entities
+        entities.v_level[entity] = -1
+        if self.hold:
+            entities.v_liquidating[entity] = 1
+            self.unindex(entity)
+            return True
+        kind = entities.v_kind[entity]
+        aid = entities.v_account[entity]
+        asset = entities.v_asset[entity]
+        for row in book.entity_rows(entity):
+            self.close_row(row)
+        if kind == CROSS:
+            balance = book.balance_row(aid, asset)
+            if balance != NONE:
+                book.set_balance(balance, Decimal(0))
+        if self.state_move is not None:
+            events.append(MarginStateCleared(ts, ref))
+        return False
+
+
+def _ratio(mm: Fraction, mb: Fraction) -> float | None:
+    return float(mm / mb) if mb > 0 else None

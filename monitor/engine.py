@@ -37,7 +37,7 @@ from monitor.config import EngineConfig
 from monitor.contracts import Contract
 from monitor.errors import RecordRejected, TickDropped
 from monitor.evaluation import Evaluator
-from monitor.events import EngineEvent, EntityRef, MarginStateCleared
+from monitor.events import EngineEvent, EntityRef, MarginStateChanged, MarginStateCleared
 from monitor.exact import EXACT
 from monitor.records import (
     AccountUpdateRecord,
@@ -185,6 +185,15 @@ class Engine:
 
     def entities(self) -> list[EntityState]:
         return [entity_state(self.book, int(e)) for e in self.book.live_entities()]
+
+    def book_states(self) -> list[MarginStateChanged]:
+        """Every open entity as it stands, in canonical order, as state events (the shape of
+        the retained state), built without changing anything."""
+        book = self.book
+        entities = [int(e) for e in book.live_entities()]
+        entities.sort(key=lambda e: sort_key(book, e))
+        describe = self._evaluator.describe
+        return [describe(e, self._clock) for e in entities]
 
     def balance(self, account: str, asset: str) -> Decimal:
         book = self.book

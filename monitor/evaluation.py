@@ -351,9 +351,21 @@ class Evaluator:
     ) -> MarginStateChanged:
         entities = self.book.entities
         entities.v_shown_ratio[entity] = float("nan") if ratio is None else ratio
-        level = entities.v_level[entity]
-        entities.v_shown_level[entity] = level
+        entities.v_shown_level[entity] = entities.v_level[entity]
         self.transitions += 1  # the published state is state too: worth journaling
+        return self._describe(entity, ts, mb, mm, ratio)
+
+    def describe(self, entity: int, ts: int) -> MarginStateChanged:
+        """The entity's state as a state event, changing nothing (no published-state
+        bookkeeping): what a reader of the whole book sees."""
+        mb, mm, _ = value_one(self.book, entity)
+        return self._describe(entity, ts, mb, mm, mm / mb if mb > 0 else None)
+
+    def _describe(
+        self, entity: int, ts: int, mb: float, mm: float, ratio: float | None
+    ) -> MarginStateChanged:
+        entities = self.book.entities
+        level = entities.v_level[entity]
         return MarginStateChanged(
             ts=ts,
             entity=entity_ref(self.book, entity),

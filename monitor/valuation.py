@@ -157,17 +157,18 @@ class RowTerms:
 
 
 def value_many(
-    book: Book, tiers: TierArrays, entities: np.ndarray
+    book: Book, tiers: TierArrays, entities: np.ndarray, marks: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RowTerms]:
     """``(MB, MM, tolerance)`` arrays for ``entities``, bit for bit what :func:`value_one`
-    gives for each, and the row terms they were summed from."""
+    gives for each, and the row terms they were summed from. ``marks`` (by symbol id) values
+    them at other marks than the book's (a what-if), without touching the book."""
     rows_t = book.rows
     rows, owner = book.gather(entities)
     sid = rows_t.symbol[rows].astype(np.int64)
     entry = rows_t.entry[rows]
     qcs = rows_t.qcs[rows]
     sign = rows_t.sign[rows]
-    price = book.symbols.price[sid]
+    price = (book.symbols.price if marks is None else marks)[sid]
     price = np.where(np.isnan(price), entry, price)
     inverse = book.symbols.inverse[sid].astype(bool)
     notional = qcs * price

@@ -62,7 +62,7 @@ of ``1e-400`` is ``0.0``) or turn ratios infinite."""
 _MAX_MAGNITUDE_EXACT = Decimal("1e30")
 _MIN_MAGNITUDE_EXACT = Decimal("1e-30")
 _MAX_DIGITS_TEXT = 64
-_DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 """A decimal in plain JSON-like notation: no spaces, underscores, signs on both ends, or words."""
 
 

@@ -1,9 +1,9 @@
 """``liqmon replay``: a recorded file through the engine into a sink, with an end-of-run summary.
 
-The loop is deliberately flat: lines arrive in batches, ticks take a hand-validated fast path
-straight to :meth:`Engine.apply_tick`, every other record goes through the pydantic boundary.
-A bad line never stops the replay: it is counted by reason (with its line number) and logged —
-the first few of each reason individually, then only in the summary.
+Lines arrive a buffer at a time, decoded into runs (:mod:`feeds.batches`); a run of ticks is one
+engine call, a run of account records one bulk load. A bad line never stops the replay: it is
+counted by reason (with its line number) and logged — the first few of each reason
+individually, then only in the summary.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
-import orjson
 import structlog
 
 from alerts.sink import EventSink
-from feeds.files import UnreadableFile, line_batches
-from feeds.normalized import MAX_LINE_BYTES, decode, exact_numbers, parse_object, tick_fields
+from feeds.batches import AccountRun, OneRecord, TickRun, read_items
+from feeds.files import UnreadableFile
 from liqmon.summary import ReplayStats
+from monitor.bulk import apply_batch
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
-from monitor.events import StateEvent
-from monitor.records import AccountUpdateRecord, ContractRecord, MarkSource, Record, TickRecord
+from monitor.events import EngineEvent, StateEvent
+from monitor.records import AccountUpdateRecord, ContractRecord, Record, TickRecord
 
 LOGGED_PER_REASON = 10
 log = structlog.get_logger("liqmon.replay")
@@ -111,82 +111,138 @@ async def replay_file(
 ) -> ReplayStats:
     """Apply every record of ``path`` in order; publish events to ``sink``; return the counts.
 
+    The file is decoded a buffer at a time into runs (:mod:`feeds.batches`): a run of ticks is
+    one call of :meth:`Engine.apply_ticks`, a run of positions and balances one bulk load
+    (:func:`monitor.bulk.apply_batch`); everything else goes record by record. With ``speed``
+    every record is paced by its ``ts``, one at a time.
+
     An unreadable file (missing, or a corrupt or truncated gzip) ends the replay with
     ``stats.failure`` set; events published before that are kept.
     """
     stats = ReplayStats(source=path, title=label or f"liqmon replay: {path}")
     refused = _RefusalLog()
     pacer = Pacer(speed) if speed else None
-    apply_tick = engine.apply_tick
-    apply = engine.apply
-    records = stats.records
-    events_by_kind = stats.events
     started = time.perf_counter()
-    seen_ticks = applied_ticks = 0  # local counters on the hot path, added to stats per batch
-    loads = orjson.loads
     try:
-        async for batch in line_batches(path):
-            stats.lines += len(batch)
-            for number, line in batch:
-                try:
-                    try:
-                        obj = loads(line) if len(line) <= MAX_LINE_BYTES else decode(line)
-                    except orjson.JSONDecodeError:
-                        obj = decode(line)  # raises the MalformedRecord that says why
-                    if type(obj) is dict and obj.get("type") == "tick":
-                        symbol, mark, raw, ts = tick_fields(obj)
-                        # a JSON number's exact text is the line's, read only if ever needed
-                        text: MarkSource = raw if type(raw) is str else line
-                        seen_ticks += 1
-                        if pacer is not None:
-                            await _pace(pacer, ts)
-                        events = apply_tick(symbol, mark, text, ts)
-                        applied_ticks += 1
-                        if not events:
-                            continue
-                    else:
-                        record = parse_object(exact_numbers(obj, line))
-                        records[record_kind(record)] += 1
-                        if pacer is not None and not isinstance(
-                            record, ContractRecord | TickRecord
-                        ):
-                            await _pace(pacer, record.ts)
-                        events = apply(record)
-                        if isinstance(record, ContractRecord):
-                            for warning in record.contract.warnings:
-                                if warning not in stats.warnings:
-                                    stats.warnings.append(warning)
-                                    log.warning("tier_table_warning", detail=warning)
-                except TickDropped as exc:
-                    stats.dropped[exc.reason] += 1
-                    refused(exc, number)
+        for items in read_items(path):
+            for item in items:
+                if isinstance(item, TickRun):
+                    events = await _ticks(engine, item, stats, refused, pacer)
+                elif isinstance(item, AccountRun):
+                    events = await _accounts(engine, item, stats, refused, pacer)
+                elif isinstance(item, OneRecord):
+                    stats.lines += 1
+                    events = await _one(engine, item.record, item.line, stats, refused, pacer)
+                else:
+                    stats.lines += 1
+                    stats.reject(item.error.reason, item.line)
+                    refused(item.error, item.line)
                     continue
-                except RecordRefused as exc:
-                    stats.reject(exc.reason, number)
-                    refused(exc, number)
-                    continue
-                for event in events:
-                    if isinstance(event, StateEvent):
-                        stats.state_updates += 1
-                    else:
-                        events_by_kind[event.kind] += 1
-                    await sink.publish(event)
-            records["tick"] += seen_ticks
-            stats.ticks_applied += applied_ticks
-            seen_ticks = applied_ticks = 0
+                await _publish(events, sink, stats)
             if progress is not None:
                 progress.update(stats)
+            if pacer is None:
+                await asyncio.sleep(0)  # let the sinks' tasks run between buffers
     except UnreadableFile as exc:  # reported once, by the summary
         stats.failure = f"{exc} (after {stats.lines:,} lines, all applied)"
     finally:
-        if seen_ticks:  # a batch cut short by an error
-            records["tick"] += seen_ticks
-            stats.ticks_applied += applied_ticks
         stats.elapsed = time.perf_counter() - started
         if progress is not None:
             progress.clear()
         await sink.flush()
     return stats
+
+
+async def _publish(events: Sequence[EngineEvent], sink: EventSink, stats: ReplayStats) -> None:
+    by_kind = stats.events
+    for event in events:
+        if isinstance(event, StateEvent):
+            stats.state_updates += 1
+        else:
+            by_kind[event.kind] += 1
+        await sink.publish(event)
+
+
+async def _ticks(
+    engine: Engine, run: TickRun, stats: ReplayStats, refused: _RefusalLog, pacer: Pacer | None
+) -> list[EngineEvent]:
+    count = len(run.symbols)
+    stats.lines += count
+    stats.records["tick"] += count
+    if pacer is None:
+        events, dropped = engine.apply_ticks(run.symbols, run.marks, run.texts, run.stamps)
+    else:
+        events, dropped = [], []
+        for i, symbol in enumerate(run.symbols):
+            await _pace(pacer, run.stamps[i])
+            try:
+                events.extend(engine.apply_tick(symbol, run.marks[i], run.texts[i], run.stamps[i]))
+            except TickDropped as exc:
+                dropped.append((i, exc))
+    stats.ticks_applied += count - len(dropped)
+    for i, exc in dropped:
+        stats.dropped[exc.reason] += 1
+        refused(exc, run.lines[i])
+    return events
+
+
+async def _accounts(
+    engine: Engine, run: AccountRun, stats: ReplayStats, refused: _RefusalLog, pacer: Pacer | None
+) -> list[EngineEvent]:
+    batch = run.batch
+    count = len(batch)
+    stats.lines += count
+    positions = int(batch.is_position.sum())
+    stats.records["position"] += positions
+    stats.records["balance"] += count - positions
+    if pacer is None:
+        events, rejected = apply_batch(engine, batch)
+    else:
+        events, rejected = [], []
+        for i in range(count):
+            await _pace(pacer, int(batch.ts[i]))
+            try:
+                events.extend(engine.apply(batch.record(i)))
+            except RecordRefused as exc:
+                rejected.append((i, exc))
+    for i, exc in rejected:
+        stats.reject(exc.reason, run.lines[i])
+        refused(exc, run.lines[i])
+    return events
+
+
+async def _one(
+    engine: Engine,
+    record: Record,
+    line: int,
+    stats: ReplayStats,
+    refused: _RefusalLog,
+    pacer: Pacer | None,
+) -> Sequence[EngineEvent]:
+    if isinstance(record, TickRecord):
+        stats.records["tick"] += 1
+    else:
+        stats.records[record_kind(record)] += 1
+    if pacer is not None and not isinstance(record, ContractRecord):
+        await _pace(pacer, record.ts)
+    try:
+        events = engine.apply(record)
+    except TickDropped as exc:
+        stats.dropped[exc.reason] += 1
+        refused(exc, line)
+        return ()
+    except RecordRefused as exc:
+        stats.reject(exc.reason, line)
+        refused(exc, line)
+        return ()
+    if isinstance(record, TickRecord):
+        stats.ticks_applied += 1
+    if isinstance(record, ContractRecord):
+        for warning in record.contract.warnings:
+            if warning not in stats.warnings:
+                stats.warnings.append(warning)
+                log.warning("tier_table_warning", detail=warning)
+    return events
 
 
 def record_kind(record: Record) -> str:

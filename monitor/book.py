@@ -103,6 +103,8 @@ class Rows(Table):
         "hi": ("float64", INF),
         "funding": ("float64", 0.0),  # cumulative funding settled (collateral §3)
     }
+    # new_row sets symbol, side and the account link; the upsert every value; attach the entity
+    RESET = ("sign", "entity", "next", "lo", "hi", "funding")
     symbol: np.ndarray
     entity: np.ndarray
     side: np.ndarray
@@ -514,7 +516,8 @@ class Book:
     def rows_of_symbol(self, sid: int) -> np.ndarray:
         """Every open row of a symbol (one vectorised scan of the symbol column)."""
         rows = self.rows
-        return np.flatnonzero(rows.symbol[: rows.size] == sid)
+        size = rows.size
+        return np.flatnonzero((rows.symbol[:size] == sid) & (rows.sign[:size] != 0))
 
     def gather(self, entities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, owner)``: the rows of ``entities`` and, for each, the index in

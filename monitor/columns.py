@@ -60,7 +60,7 @@ class Table:
         self.capacity = capacity
 
     def allocate(self) -> int:
-        """A row for new data (its cells hold the fill values)."""
+        """A row for new data (its :attr:`RESET` cells hold the fill values)."""
         if self._free:
             return self._free.pop()
         if self.size == self.capacity:
@@ -70,22 +70,32 @@ class Table:
         return row
 
     def allocate_many(self, count: int) -> np.ndarray:
-        """``count`` fresh rows at the end of the table (bulk loading; the free list is left
-        for single allocations)."""
-        needed = self.size + count
+        """``count`` rows, the very rows ``count`` calls of :meth:`allocate` would give, in
+        that order (the free list first), so that a bulk load lays the book out exactly as
+        applying the same records one by one."""
+        reused = [self._free.pop() for _ in range(min(count, len(self._free)))]
+        fresh = count - len(reused)
+        needed = self.size + fresh
         if needed > self.capacity:
             capacity = self.capacity
             while capacity < needed:
                 capacity *= 2
             self._grow(capacity)
-        rows = np.arange(self.size, needed, dtype=np.int64)
+        rows = np.concatenate(
+            [np.array(reused, dtype=np.int64), np.arange(self.size, needed, dtype=np.int64)]
+        )
         self.size = needed
         return rows
 
+    RESET: ClassVar[tuple[str, ...] | None] = None
+    """The columns :meth:`free` resets (``None``: all). The others are stale in a free row and
+    written afresh by whoever allocates it."""
+
     def free(self, row: int) -> None:
-        """Give ``row`` back: its cells are reset to the fill values."""
-        for name, (_, fill) in self.COLUMNS.items():
-            getattr(self, "v_" + name)[row] = fill
+        """Give ``row`` back: its cells (those of :attr:`RESET`) are reset to the fill values."""
+        columns = self.COLUMNS
+        for name in self.RESET if self.RESET is not None else columns:
+            getattr(self, "v_" + name)[row] = columns[name][1]
         self._free.append(row)
 
     @property

@@ -88,6 +88,16 @@ class Contract:
                 break
         return index
 
+    def tier_index_decimal(self, notional: Decimal) -> int:
+        """Index of the tier that holds ``notional``, compared exactly (decimal notional)."""
+        index = 0
+        for i, tier in enumerate(self.tiers):
+            if tier.floor <= notional:
+                index = i
+            else:
+                break
+        return index
+
     def same_instrument(self, other: Contract) -> bool:
         """True when only the tier table differs (positions rely on kind, asset and size)."""
         return (

@@ -271,6 +271,25 @@ class Evaluator:
 
     # -- many at once ---------------------------------------------------------------------------
 
+    def band_many(self, entities: np.ndarray) -> None:
+        """New trigger bands for entities evaluated elsewhere (a bulk load), in one pass."""
+        if not len(entities):
+            return
+        book = self.book
+        self.tiers.refresh(book, self.contracts_version)
+        mb, mm, tol, terms = value_many(book, self.tiers, entities)
+        state = book.entities
+        request = BandRequest(
+            entities=entities,
+            mb=mb,
+            mm=mm,
+            tolerance=tol,
+            level=state.level[entities].astype(np.int64),
+            shown=state.shown_ratio[entities] if self.state_move is not None else None,
+        )
+        rows, lo, hi = batch_bands(self, request, terms, np.arange(len(entities)))
+        self.triggers.set_bands(rows, lo, hi)
+
     def _quiet_in_batch(self, due: np.ndarray) -> list[int]:
         """Value ``due`` in one pass; band the entities for which nothing happens, return the
         others (for the scalar path)."""

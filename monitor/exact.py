@@ -16,6 +16,8 @@ from __future__ import annotations
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from monitor.columns import Cells
 
@@ -76,6 +78,22 @@ class ExactColumn:
         self.v_m[row], self.v_e[row] = parts
         if self.overflow:
             self.overflow.pop(row, None)
+
+    def set_many(
+        self,
+        m: np.ndarray,
+        e: np.ndarray,
+        rows: np.ndarray,
+        mantissa: np.ndarray,
+        exponent: np.ndarray,
+    ) -> None:
+        """Write many values given as scaled integers (bulk loading); ``m`` and ``e`` are the
+        table's mantissa and exponent columns."""
+        m[rows] = mantissa
+        e[rows] = exponent
+        if self.overflow:
+            for row in rows.tolist():
+                self.overflow.pop(row, None)
 
     def get(self, row: int) -> Decimal:
         assert self.v_m is not None  # noqa: S101

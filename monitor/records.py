@@ -18,6 +18,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Literal, NamedTuple
 
+import numpy as np
+
 from monitor.contracts import Contract
 
 Side = Literal["both", "long", "short"]
@@ -136,3 +138,62 @@ Record = (
     | AccountUpdateRecord
     | TickRecord
 )
+
+
+class DecimalArray(NamedTuple):
+    """A column of exact decimals: the nearest float of each, and its exact value as
+    ``mantissa·10^exponent`` (see :mod:`monitor.exact`)."""
+
+    value: np.ndarray  # float64
+    mantissa: np.ndarray  # int64
+    exponent: np.ndarray  # int8
+
+
+class AccountBatch(NamedTuple):
+    """A run of consecutive ``balance`` and ``position`` records in columns, validated like
+    single records: what :mod:`monitor.bulk` loads in one pass. Entry ``i`` of every column is
+    record ``i`` of the run; balance records leave the position columns at 0 and ``""``.
+
+    ``wallet`` is a balance's wallet or a position's ``isolated_wallet`` (``has_wallet`` says
+    whether a position carried one); the ``*_text`` lists keep each decimal as it was written,
+    for the records that take the record-by-record path.
+    """
+
+    is_position: np.ndarray  # bool
+    ts: np.ndarray  # int64
+    account: list[str]
+    symbol: list[str]
+    asset: list[str]
+    side: np.ndarray  # int8: 0 both, 1 long, 2 short
+    isolated: np.ndarray  # bool
+    qty: DecimalArray
+    entry: DecimalArray
+    wallet: DecimalArray
+    has_wallet: np.ndarray  # bool
+    exact: np.ndarray  # bool: every decimal of the record is in the exact columns
+    leverage: list[str]
+    qty_text: list[str]
+    entry_text: list[str]
+    wallet_text: list[str]
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.account)
+
+    def record(self, i: int) -> BalanceRecord | PositionRecord:
+        """Record ``i`` as a single record (for the record-by-record path)."""
+        ts = int(self.ts[i])
+        if not self.is_position[i]:
+            return BalanceRecord(ts, self.account[i], self.asset[i], Decimal(self.wallet_text[i]))
+        side: Side = ("both", "long", "short")[int(self.side[i])]  # type: ignore[assignment]
+        isolated = bool(self.isolated[i])
+        return PositionRecord(
+            ts,
+            self.account[i],
+            self.symbol[i],
+            side,
+            "isolated" if isolated else "cross",
+            Decimal(self.qty_text[i]),
+            Decimal(self.entry_text[i]),
+            Decimal(self.leverage[i]),
+            Decimal(self.wallet_text[i]) if isolated and self.has_wallet[i] else None,
+        )

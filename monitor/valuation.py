@@ -208,7 +208,7 @@ def value_exact(book: Book, entity: int, exact_mark: ExactMark) -> tuple[Fractio
     rows = book.rows
     mb_dec = book.wallet(entity)
     mm_dec = Decimal(0)
-    mb_frac = Fraction(0)
+    mb_frac: Fraction | None = None
     mm_frac = Fraction(0)
     add, mul, sub = UNBOUNDED.add, UNBOUNDED.multiply, UNBOUNDED.subtract
     for row in book.entity_rows(entity):
@@ -225,12 +225,14 @@ def value_exact(book: Book, entity: int, exact_mark: ExactMark) -> tuple[Fractio
             upnl = q * (1 / e - 1 / p)
             n = q / p
             _, mmr, cum = contract.tiers_exact[contract.tier_index_exact(n)]
-            mb_frac += upnl if qty > 0 else -upnl
+            mb_frac = (mb_frac or Fraction(0)) + (upnl if qty > 0 else -upnl)
             mm_frac += n * mmr - cum
         else:
             upnl_d = mul(qcs, sub(price, entry))
             mb_dec = add(mb_dec, upnl_d) if qty > 0 else sub(mb_dec, upnl_d)
             n_d = mul(qcs, price)
-            tier = contract.tiers[contract.tier_index_exact(n_d)]
+            tier = contract.tiers[contract.tier_index_decimal(n_d)]
             mm_dec = add(mm_dec, sub(mul(n_d, tier.mmr), tier.cum))
+    if mb_frac is None:  # linear rows only: the decimals are the exact values
+        return Fraction(mb_dec), Fraction(mm_dec)
     return Fraction(mb_dec) + mb_frac, Fraction(mm_dec) + mm_frac

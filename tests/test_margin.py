@@ -1,4 +1,4 @@
-"""The margin math against every published number in ``shared/spec/margin.md``.
+"""The margin math against every published number listed in ``docs/margin.md``.
 
 Sources: Binance's FAQ isolated examples (liquidation and bankruptcy prices), freqtrade's
 ``test_get_liquidation_price`` rows, Binance's COIN-M maintenance example and its tier

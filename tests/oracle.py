@@ -199,7 +199,7 @@ class Outcome:
 
 
 class Oracle:
-    """Applies normalized records one line at a time and returns the §4 payloads (minus ``id``)."""
+    """Applies normalized records one line at a time and returns the payloads (minus ``id``)."""
 
     def __init__(
         self, levels: str = "0.7,0.8,0.9", hysteresis: str = "0.05", policy: str = "close"
@@ -276,7 +276,7 @@ class Oracle:
         entry = _number(rec, "entry")
         if entry <= 0:
             raise Refused("malformed", "entry <= 0")
-        _number(rec, "leverage")  # required by §1, irrelevant to the margin math
+        _number(rec, "leverage")  # required by the record, irrelevant to the margin math
         # the isolated wallet of an isolated position (a close does not need one)
         wallet = _number(rec, "isolated_wallet") if mode == "isolated" and qty != 0 else None
         if (side == "long" and qty < 0) or (side == "short" and qty > 0):
@@ -364,7 +364,7 @@ class Oracle:
         return self.contracts[pos.symbol].maintenance(pos.qty, self._price(pos))
 
     def _evaluate(self, key: EntityKey, ts: int) -> list[Payload]:
-        """The §3 state machine for one entity."""
+        """The alert state machine (``docs/alerts.md``) for one entity."""
         members = self._members(key)
         if not members:  # forgotten, without an event
             self.h.pop(key, None)

@@ -182,7 +182,7 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
         "title": "Account input: normalized records",
         "description": "The trading system publishes account state here (QoS 1; liqmon reads "
         "with a persistent session and acknowledges a message only once it is journaled, so "
-        "none is lost across a crash). One normalized record per message (interfaces §1: "
+        "none is lost across a crash). One normalized record per message (``docs/records.md``: "
         "``contract``, ``balance``, ``position``, ``margin``), or an ``account_snapshot`` "
         "that replaces everything liqmon holds for the account. A message that fails "
         "validation is published to ``rejects`` and not applied.",

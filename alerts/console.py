@@ -2,7 +2,7 @@
 
 Each event is a headline (time in UTC, entity, what happened, the numbers); warnings and
 liquidations add one indented line with the positions and their liquidation and bankruptcy
-prices. Rendering works on the wire payload (interfaces §4), so the same code prints events
+prices. Rendering works on the wire payload (``docs/alerts.md``), so the same code prints events
 from the engine and events received over MQTT (``liqmon tail``).
 """
 
@@ -63,7 +63,7 @@ def _positions(p: Mapping[str, Any]) -> str:
 
 
 def render_payload(p: Mapping[str, Any]) -> str:
-    """An alert payload (interfaces §4) for a human: a headline, plus a positions line for
+    """An alert payload (``docs/alerts.md``) for a human: a headline, plus a positions line for
     warnings and liquidations."""
     head = f"{format_time(p['ts'])}  {_label(p)}"
     asset = p["asset"]

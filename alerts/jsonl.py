@@ -1,4 +1,4 @@
-"""The JSON Lines sink: one event payload (interfaces §4) per line."""
+"""The JSON Lines sink: one alert payload (``docs/alerts.md``) per line."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class JsonLinesSink:
 
     async def publish(self, event: EngineEvent) -> None:
         if isinstance(event, StateEvent):
-            return  # the JSON Lines sink carries the alert events of interfaces §4 only
+            return  # the JSON Lines sink carries the alert events only
         self._stream.write(encode(event) + "\n")
         if self._flush_each:
             self._stream.flush()

@@ -1,31 +1,34 @@
-"""Build ``examples/crash.jsonl`` from real data in ``../shared/data`` (run from the repo root).
+"""Build ``examples/crash.jsonl`` from real data (run from the repo root)::
 
-* marks: Binance XRPUSDT 1h mark-price candles, the first 30 hours from 15 Nov 2021 06:00 UTC (``series/XRP_USDT_USDT-1h-mark.json``);
-  each candle becomes four ticks: open at :00, then the low and high in the order the candle
-  implies (low first when it closed up), then the close at :45. The COIN-M XRPUSD_PERP mark is
-  taken equal to the USDⓈ-M mark (the real basis is a few basis points);
-* tiers: Binance's real XRPUSDT brackets of Feb 2022 (``brackets/..._2022-02.json``); the COIN-M
-  XRPUSD_PERP table is illustrative (COIN-M shape, cum continuous) since no real COIN-M table of
-  that date is recorded;
+    python examples/make_crash.py CANDLES.json
+
+* marks: ``CANDLES.json`` holds Binance XRPUSDT 1h mark-price candles, ``[open_time_ms, open,
+  high, low, close, volume]`` each (the team's recorded series ``XRP_USDT_USDT-1h-mark.json``,
+  Nov–Dec 2021); the first 30 hours from 15 Nov 2021 06:00 UTC are used. Each candle becomes four
+  ticks: open at :00, then the low and high in the order the candle implies (low first when it
+  closed up), then the close at :45. The COIN-M XRPUSD_PERP mark is taken equal to the USDⓈ-M
+  mark (the real basis is a few basis points);
+* tiers: Binance's real XRPUSDT brackets of Feb 2022, from the copy in ``tests/data`` (see
+  ``tests/data/PROVENANCE.md``); the COIN-M XRPUSD_PERP table is illustrative (COIN-M shape, cum
+  continuous) since no real COIN-M table of that date is recorded;
 * accounts: invented, sized so that the real move produces every event kind for a real reason.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+BRACKETS = ROOT / "tests" / "data" / "binance_leverage_brackets_major_symbols_2022-02.json"
 HOUR = 3_600_000
 QUARTER = HOUR // 4
 HOURS = 30  # 15 Nov 06:00 to 16 Nov 12:00 UTC: the slide, two gaps and the 16 Nov wick
 
 
 def xrp_table() -> list[dict[str, str]]:
-    tables = json.loads(
-        (DATA / "brackets" / "binance_leverage_brackets_major_symbols_2022-02.json").read_text()
-    )
+    tables = json.loads(BRACKETS.read_text())
     table = next(t for t in tables if t["symbol"] == "XRPUSDT")
     return [
         {
@@ -46,8 +49,8 @@ COINM_XRP_TIERS = [  # floor, cap, mmr, cum  (in XRP)
 ]
 
 
-def ticks() -> list[dict[str, object]]:
-    candles = json.loads((DATA / "series" / "XRP_USDT_USDT-1h-mark.json").read_text())[:HOURS]
+def ticks(candles_file: Path) -> list[dict[str, object]]:
+    candles = json.loads(candles_file.read_text())[:HOURS]
     out: list[dict[str, object]] = []
     for open_ms, o, h, l, c, _ in candles:
         middle = (l, h) if c >= o else (h, l)
@@ -64,7 +67,14 @@ def ticks() -> list[dict[str, object]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit(
+            "usage: python examples/make_crash.py CANDLES.json "
+            "(Binance XRPUSDT 1h mark-price candles, see the module docstring)"
+        )
+    candles_file = Path(args[0])
     t0 = 1636956000000  # 2021-11-15 06:00 UTC, the first candle
     setup = t0 - 60_000
     records: list[dict[str, object]] = [
@@ -193,7 +203,7 @@ def main() -> None:
             "wallet": "9200",
         },
     ]
-    stream = sorted(ticks() + account_moves, key=lambda r: r["ts"])  # stable: ticks first at a tie
+    stream = sorted(ticks(candles_file) + account_moves, key=lambda r: r["ts"])  # stable: ticks first at a tie
     lines = [json.dumps(r, separators=(",", ":")) for r in records + stream]
     (ROOT / "examples" / "crash.jsonl").write_text("\n".join(lines) + "\n")
 

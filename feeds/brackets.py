@@ -1,6 +1,7 @@
 """Contracts from real tier tables: Binance ``leverageBracket`` and ccxt ``fetch_leverage_tiers``.
 
-Recognised shapes (see ``shared/data/brackets/``):
+Recognised shapes (real USDⓈ-M and ccxt tables are in ``tests/data/``, see its
+``PROVENANCE.md``):
 
 * Binance USDⓈ-M ``GET /fapi/v1/leverageBracket``: ``[{"symbol", "brackets": [{"notionalFloor",
   "notionalCap", "maintMarginRatio", "cum", ...}]}]`` (or one such object);

@@ -131,8 +131,9 @@ VENUES: dict[str, VenueProfile] = {
     ),
     # https://bybit-exchange.github.io/docs/v5/ws/connect: "we recommend that you send the ping
     # heartbeat packet every 20 seconds"; public linear endpoint. Ticker deltas carry markPrice
-    # only when it changed: a real capture (shared/data/captures, cryptofeed, 2026-08) shows
-    # gaps of up to 19.2 s for DOGEUSDT, hence the 20 s expected interval.
+    # only when it changed: a real capture (cryptofeed's, 2026-08, in tests/data/captures/
+    # bybit_v5_linear_tickers_cryptofeed_2026-08-09.jsonl.gz) shows gaps of up to 19.2 s for
+    # DOGEUSDT, hence the 20 s expected interval.
     "bybit": VenueProfile(
         url="wss://stream.bybit.com/v5/public/linear",
         expected_interval_s=20.0,

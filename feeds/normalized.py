@@ -1,4 +1,4 @@
-"""Parser of liqmon's normalized records (interfaces §1): one JSON object per line.
+"""Parser of liqmon's normalized records (``docs/records.md``): one JSON object per line.
 
 Pure: text in, :mod:`monitor.records` out, or :class:`~monitor.errors.MalformedRecord` with a
 stable ``reason``:
@@ -165,7 +165,7 @@ class SnapshotPositionIn(_Model):
 
 
 class AccountSnapshotIn(_Model):
-    """liqmon's extension of interfaces §1: every balance and open position of one account."""
+    """liqmon's whole-account record: every balance and open position of one account."""
 
     type: Literal["account_snapshot"]
     ts: Timestamp

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="the service: live feed and account records in, alerts out (MQTT, JSON Lines)",
         description="Run the service. Settings come from --config (TOML), LIQMON_* variables "
-        "and these flags, in increasing precedence; see README.md.",
+        "and these flags, in increasing precedence; see docs/cli.md.",
     )
     run.add_argument("--config", type=Path, metavar="FILE", help="a TOML settings file")
     run.add_argument(

@@ -13,11 +13,13 @@ per connection, and :meth:`FakeExchange.wait_until` waits for a condition withou
 Frames are the real frames below with three fields advanced per frame (event time, sequence,
 price) so that every frame is distinct and ordered:
 
-* Binance USDⓈ-M / COIN-M: ``shared/data/captures/binance_markprice_real_message_variants.jsonl``
+* Binance USDⓈ-M / COIN-M: ``tests/data/captures/binance_markprice_real_message_variants.jsonl``
   (tardis-node and crypto-crawler-rs fixtures): the 2020-08 USDⓈ-M ``@1s`` frame, the 2021-04
   COIN-M perpetual frame, and the 2021-04 ``!markPrice@arr`` arrays.
-* Bybit: ``shared/data/captures/bybit_v5_linear_tickers_cryptofeed_2026-08-09.jsonl`` (cryptofeed
-  sample data): the BTCUSDT snapshot and its first delta carrying ``markPrice``.
+* Bybit: ``tests/data/captures/bybit_v5_linear_tickers_cryptofeed_2026-08-09.jsonl.gz``
+  (cryptofeed sample data): the BTCUSDT snapshot and its first delta carrying ``markPrice``.
+
+(``tests/data/PROVENANCE.md`` says where each capture comes from.)
 * OKX: the push shape of https://www.okx.com/docs-v5/en/#public-data-websocket-mark-price-channel
   with the values of the first row of ``okex_swap_BTC-USDC-SWAP_derivative_ticker_nautilus.csv``
   (nautilus_trader test data: mark 28479, 2023-04-01).

@@ -1,12 +1,13 @@
 """Exact reference implementation of liqmon's public contract, used as a test oracle.
 
-Written from ``shared/spec/interfaces.md`` (§1 records, §2 entities, §3 alert state machine,
-§4 events) and ``shared/spec/margin.md`` alone, plus the implementation's documented choices
-where the spec is silent, and deliberately independent of ``monitor/``. Every quantity is a
-:class:`fractions.Fraction`: no rounding happens anywhere until a payload number is converted
-to a float at the very end. Correctness and readability come before speed.
+Written from the contract alone (``docs/records.md``, ``docs/margin.md`` and ``docs/alerts.md``:
+records, entities, the alert state machine, events), plus the implementation's documented
+choices where the contract is silent (``docs/choices.md``), and deliberately independent of
+``monitor/``. Every quantity is a :class:`fractions.Fraction`: no rounding happens anywhere
+until a payload number is converted to a float at the very end. Correctness and readability
+come before speed.
 
-The documented choices followed here (the spec is silent on them):
+The documented choices followed here (the contract is silent on them; see ``docs/choices.md``):
 
 * events caused by one record are ordered by entity key: account, then cross before isolated,
   then asset, symbol, side (plain string order); a cross entity has no symbol/side;
@@ -25,9 +26,8 @@ The documented choices followed here (the spec is silent on them):
 * a ``position`` record with qty 0 on an empty slot is a no-op; qty of the wrong sign for a
   hedge slot is rejected (so is a position in a symbol with no contract); an isolated record
   sets the isolated wallet (required unless qty is 0; a negative one is applied like any
-  other fact here, while the engine refuses it as malformed: undocumented either way, so the
-  scenarios never send one); a cross entity's wallet is the account's balance in the margin
-  asset (0 if never set);
+  other fact, as the engine does; the scenarios never send one); a cross entity's wallet is
+  the account's balance in the margin asset (0 if never set);
 * an update inside the same entity keeps its level ``h``; an entity left without positions is
   forgotten without an event;
 * ``close`` policy: a liquidated entity's positions are removed, and a cross liquidation sets
@@ -199,7 +199,7 @@ class Outcome:
 
 
 class Oracle:
-    """Applies normalized records one line at a time and returns the §4 payloads (minus ``id``)."""
+    """Applies normalized records one line at a time and returns the payloads (minus ``id``)."""
 
     def __init__(
         self, levels: str = "0.7,0.8,0.9", hysteresis: str = "0.05", policy: str = "close"
@@ -276,7 +276,7 @@ class Oracle:
         entry = _number(rec, "entry")
         if entry <= 0:
             raise Refused("malformed", "entry <= 0")
-        _number(rec, "leverage")  # required by §1, irrelevant to the margin math
+        _number(rec, "leverage")  # required by the record, irrelevant to the margin math
         # the isolated wallet of an isolated position (a close does not need one)
         wallet = _number(rec, "isolated_wallet") if mode == "isolated" and qty != 0 else None
         if (side == "long" and qty < 0) or (side == "short" and qty > 0):
@@ -364,7 +364,7 @@ class Oracle:
         return self.contracts[pos.symbol].maintenance(pos.qty, self._price(pos))
 
     def _evaluate(self, key: EntityKey, ts: int) -> list[Payload]:
-        """The §3 state machine for one entity."""
+        """The alert state machine (``docs/alerts.md``) for one entity."""
         members = self._members(key)
         if not members:  # forgotten, without an event
             self.h.pop(key, None)

@@ -1,4 +1,4 @@
-"""Seeded random scenarios in liqmon's normalized JSONL (interfaces §1), for oracle agreement.
+"""Seeded random scenarios in liqmon's normalized JSONL (docs/records.md), for oracle agreement.
 
 ``generate(seed)`` returns the text of one replay file; the same seed always gives the same
 text. The generator keeps its own rough view of the market and never simulates the engine, so

@@ -1,4 +1,4 @@
-"""Table tests of the per-entity alert state machine (interfaces §3).
+"""Table tests of the per-entity alert state machine (``docs/alerts.md``).
 
 Each scenario drives one entity through a list of target margin ratios. The mark that produces a
 target is solved exactly (see :class:`Book`), so a step can sit *exactly* on a level or on a

@@ -137,7 +137,7 @@ def test_binance_trades_give_a_real_rate_price_stream(tmp_path: Path, time_mode:
 
 
 def _expected(trades: list[tuple[int, float]]) -> list[tuple[str, float | None, int]]:
-    """interfaces §3 by hand for this short: MB = 469.15 − (P − 61,620), MM = 0.005·P − 50
+    """The alert state machine by hand for this short: MB = 469.15 − (P − 61,620), MM = 0.005·P − 50
     (its notional stays in tier 2), levels 0.7/0.8/0.9, hysteresis 0.05."""
     out: list[tuple[str, float | None, int]] = []
     h: float | None = None

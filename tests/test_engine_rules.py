@@ -1,4 +1,5 @@
-"""The engine's rules (interfaces §1, §2, §3), one minimal scenario each.
+"""The engine's rules (docs/records.md, docs/margin.md, docs/alerts.md), one minimal scenario
+each.
 
 Most scenarios use ``TOYUSDT`` / ``BBBUSDT``: single-tier linear contracts (``mmr = 0.05``,
 ``cum = 0``), so a long of 1 at entry 100 with 10 of margin has ``MM = 0.05·P`` and
@@ -448,7 +449,7 @@ def _tier(contract: Any, notional: Decimal) -> Any:
 def _mb_mm(
     wallet: Decimal, legs: Sequence[tuple[Any, Decimal, Decimal, Decimal]]
 ) -> tuple[Decimal, Decimal]:
-    """MB and MM of a linear cross entity, straight from margin.md: legs are
+    """MB and MM of a linear cross entity, straight from docs/margin.md: legs are
     ``(contract, signed qty, entry, mark)``."""
     mb, mm = wallet, Decimal(0)
     for contract, qty, entry, mark in legs:

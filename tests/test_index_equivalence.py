@@ -139,7 +139,7 @@ def test_the_inverse_table_is_continuous() -> None:
     assert toy_table(1).warnings == ()
 
 
-# -- exact valuation (the generator's own, straight from margin.md) ----------------------------
+# -- exact valuation (the generator's own, straight from docs/margin.md) -----------------------
 
 
 def _tier(contract: Contract, notional: Decimal) -> Tier:

@@ -1,4 +1,4 @@
-"""The margin math against every published number in ``shared/spec/margin.md``.
+"""The margin math against every published number listed in ``docs/margin.md``.
 
 Sources: Binance's FAQ isolated examples (liquidation and bankruptcy prices), freqtrade's
 ``test_get_liquidation_price`` rows, Binance's COIN-M maintenance example and its tier
@@ -269,7 +269,7 @@ def test_faq_engine_gap_through_bankruptcy_price_reports_the_shortfall() -> None
 
 
 def test_btc_faq_example_as_normalized_json_lines() -> None:
-    """The BTC FAQ example fed as interface §1 JSON Lines (decimals as strings, the real
+    """The BTC FAQ example fed as normalized JSON Lines (decimals as strings, the real
     2022-02 tiers as ``brackets``) warns at 18,778.73 and liquidates at 18,778.72, with the
     published LP and BP in the events."""
     brackets = [

@@ -1,4 +1,4 @@
-"""The normalized JSON Lines parser (interfaces §1): what it accepts and how it refuses the rest.
+"""The normalized JSON Lines parser (docs/records.md): what it accepts and how it refuses the rest.
 
 Every refusal is a :class:`MalformedRecord` whose ``reason`` is one of the stable codes listed in
 ``feeds/normalized.py``; the tests below pin the code for each kind of bad input, because

@@ -175,7 +175,7 @@ def assert_seeds_agree(seeds: range, levels: str, hysteresis: str, policy: str) 
 
 
 # ---------------------------------------------------------------------------------------------
-# The oracle itself reproduces the spec's worked numbers (so agreeing with it means something)
+# The oracle itself reproduces docs/margin.md's published numbers (so agreeing with it counts)
 
 
 def _single_tier(kind: str, size: str, mmr: str, cum: str) -> Contract:
@@ -204,7 +204,7 @@ def _isolated_prices(
 def test_oracle_reproduces_binance_faq_prices(
     qty: str, entry: str, mmr: str, cum: str, lp: float, bp: float
 ) -> None:
-    """margin.md's Binance FAQ isolated examples: the oracle's LP and BP are Binance's."""
+    """docs/margin.md's Binance FAQ isolated examples: the oracle's LP and BP are Binance's."""
     got_lp, got_bp = _isolated_prices(
         _single_tier("linear", "1", mmr, cum), qty, entry, "1535443.01"
     )
@@ -230,7 +230,7 @@ def test_oracle_reproduces_binance_faq_prices(
 def test_oracle_reproduces_freqtrade_prices(
     side: int, leverage: int, entry: str, qty: str, lp: float
 ) -> None:
-    """margin.md's freqtrade table (mmr 0.01, cum 0.01, WB = q·EP/leverage)."""
+    """docs/margin.md's freqtrade table (mmr 0.01, cum 0.01, WB = q·EP/leverage)."""
     wallet = Fraction(qty) * Fraction(entry) / leverage
     signed = str(side * Fraction(qty))
     got, _ = _isolated_prices(
@@ -241,7 +241,7 @@ def test_oracle_reproduces_freqtrade_prices(
 
 
 def test_oracle_coinm_maintenance_example() -> None:
-    """margin.md's COIN-M example: 100 BTCUSD contracts at 25,000 → 0.4 BTC, MM 0.0016 BTC."""
+    """docs/margin.md's COIN-M example: 100 BTCUSD contracts at 25,000 → 0.4 BTC, MM 0.0016 BTC."""
     contract = _single_tier("inverse", "100", "0.004", "0")
     assert contract.notional(Fraction(100), Fraction(25000)) == Fraction("0.4")
     assert contract.maintenance(Fraction(100), Fraction(25000)) == Fraction("0.0016")

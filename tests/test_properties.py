@@ -1,4 +1,4 @@
-"""Properties of the margin math and the engine (hypothesis), from ``shared/spec/margin.md``.
+"""Properties of the margin math and the engine (hypothesis), from ``docs/margin.md``.
 
 (a) MM / MB = 1 at the liquidation price; (b) MM is continuous at every tier floor of real
 tables; (c) a cross entity holding one position with wallet W behaves exactly like an isolated

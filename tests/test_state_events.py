@@ -187,7 +187,7 @@ def test_a_stale_feed_is_said_in_the_state_of_every_holder_and_cleared_on_recove
 
 def test_alert_payloads_keep_the_interface_position_fields() -> None:
     """mark_ts and mark_stale belong to the retained state only: the alert payloads of
-    interfaces §4 keep exactly {symbol, side, qty, entry, mark, liquidation_price,
+    docs/alerts.md keep exactly {symbol, side, qty, entry, mark, liquidation_price,
     bankruptcy_price} per position."""
     engine = _toy_engine()
     _open(engine)

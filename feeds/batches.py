@@ -1,4 +1,4 @@
-"""Normalized JSON Lines a buffer at a time: the replay's hot path (interfaces §1).
+"""Normalized JSON Lines a buffer at a time: the replay's hot path (docs/records.md).
 
 A file is read in buffers of whole lines (about a mebibyte each). Each buffer is decoded in one
 call into typed records (msgspec structs, one tagged union over the record types that stream
@@ -378,10 +378,10 @@ def _batch(
         is_position=c.is_position[window],
         ts=np.array([r.ts for r in picked], dtype=np.int64),
         account=[r.account for r in picked],
-        symbol=[r.symbol if type(r) is _Position else "" for r in picked],  # type: ignore[union-attr]
-        asset=[r.asset if type(r) is _Balance else "" for r in picked],  # type: ignore[union-attr]
+        symbol=[r.symbol if type(r) is _Position else "" for r in picked],
+        asset=[r.asset if type(r) is _Balance else "" for r in picked],
         side=np.array(
-            [_SIDE_IDS[r.side] if type(r) is _Position else 0 for r in picked],  # type: ignore[union-attr]
+            [_SIDE_IDS[r.side] if type(r) is _Position else 0 for r in picked],
             dtype=np.int8,
         ),
         isolated=c.isolated[window],

@@ -126,6 +126,7 @@ async def replay_file(
     try:
         for items in read_items(path):
             for item in items:
+                events: Sequence[EngineEvent]
                 if isinstance(item, TickRun):
                     events = await _ticks(engine, item, stats, refused, pacer)
                 elif isinstance(item, AccountRun):
@@ -177,12 +178,12 @@ async def _ticks(
             await _pace(pacer, run.stamps[i])
             try:
                 events.extend(engine.apply_tick(symbol, run.marks[i], run.texts[i], run.stamps[i]))
-            except TickDropped as exc:
-                dropped.append((i, exc))
+            except TickDropped as error:
+                dropped.append((i, error))
     stats.ticks_applied += count - len(dropped)
-    for i, exc in dropped:
-        stats.dropped[exc.reason] += 1
-        refused(exc, run.lines[i])
+    for i, drop in dropped:
+        stats.dropped[drop.reason] += 1
+        refused(drop, run.lines[i])
     return events
 
 
@@ -203,11 +204,11 @@ async def _accounts(
             await _pace(pacer, int(batch.ts[i]))
             try:
                 events.extend(engine.apply(batch.record(i)))
-            except RecordRefused as exc:
-                rejected.append((i, exc))
-    for i, exc in rejected:
-        stats.reject(exc.reason, run.lines[i])
-        refused(exc, run.lines[i])
+            except RecordRefused as error:
+                rejected.append((i, error))
+    for i, refusal in rejected:
+        stats.reject(refusal.reason, run.lines[i])
+        refused(refusal, run.lines[i])
     return events
 
 

@@ -101,7 +101,7 @@ class Rows(Table):
         "next_in_account": ("int32", NONE),
         "lo": ("float64", 0.0),  # trigger band of the row's entity on the row's symbol
         "hi": ("float64", INF),
-        "funding": ("float64", 0.0),  # cumulative funding settled (collateral §3)
+        "funding": ("float64", 0.0),  # cumulative funding settled (docs/collateral.md §3)
     }
     # new_row sets symbol, side and the account link; the upsert every value; attach the entity
     RESET = ("sign", "entity", "next", "lo", "hi", "funding")
@@ -254,7 +254,7 @@ class Accounts(Table):
         "first_row": ("int32", NONE),
         "first_balance": ("int32", NONE),
         "snapshot_ts": ("int64", -1),  # ts of the last full account snapshot; -1: none
-        "multi_assets": ("int8", 0),  # collateral §1 asset_mode
+        "multi_assets": ("int8", 0),  # asset_mode, docs/collateral.md §1
     }
     first_row: np.ndarray
     first_balance: np.ndarray

@@ -1,7 +1,7 @@
 """Loading a run of account records in one pass over arrays, with the events of one by one.
 
 A file of account records (a replay's opening, a service's ``--accounts`` seed) is mostly new
-accounts opening new positions: each record creates or extends an entity, which interfaces §1
+accounts opening new positions: each record creates or extends an entity, which docs/records.md
 evaluates at once, with that record's ``ts``. :func:`apply_batch` gives exactly what applying
 the records one by one gives (the same events, ids, refusals and book, laid out row for row
 alike), in three steps per stretch of records:
@@ -274,7 +274,8 @@ class _Plan:
         for beta in evaluator.levels_f:
             gap = mm - beta * mb
             calm &= (np.abs(gap) > tol) & (gap < 0.0)
-        return ~calm
+        loud: np.ndarray = ~calm
+        return loud
 
     def row_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per record of the stretch (0 for balances): the row's uPnL, MM and error-bound term
@@ -390,7 +391,8 @@ def _segmented_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     record indices or -1, so adding a large offset per segment keeps segments apart)."""
     segment = np.cumsum(starts)
     offset = segment * (len(values) + 2)
-    return np.maximum.accumulate(values + offset) - offset
+    running: np.ndarray = np.maximum.accumulate(values + offset) - offset
+    return running
 
 
 def _load(engine: Engine, batch: AccountBatch, start: int, stop: int) -> None:

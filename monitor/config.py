@@ -1,4 +1,4 @@
-"""Engine settings: alert levels, hysteresis and the liquidation policy (interfaces §3)."""
+"""Engine settings: alert levels, hysteresis and the liquidation policy (docs/alerts.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The margin engine: records in, events out. Synchronous, deterministic, free of I/O.
 
-Rules (interfaces §1, §3):
+Rules (docs/records.md, docs/alerts.md):
 
 * a tick older than the last accepted tick of its symbol, or for a symbol without a contract,
   is dropped (:class:`TickDropped`); a tick with an equal ``ts`` is applied;

@@ -1,6 +1,6 @@
 """The alert state machine over the book, one entity at a time or many at once.
 
-Per entity, with ``h`` the highest active level (interfaces §3):
+Per entity, with ``h`` the highest active level (docs/alerts.md):
 
 * liquidation (``MB <= MM``, or ``MB <= 0``) first: emit it; under ``close`` remove the
   entity's positions (and zero a cross wallet); under ``hold`` keep them, marked liquidating,

@@ -1,4 +1,4 @@
-"""Domain events the engine emits (interfaces §4), as immutable past-tense facts.
+"""Domain events the engine emits (docs/alerts.md), as immutable past-tense facts.
 
 Every event names the entity it is about: ``scope`` is ``isolated`` (one position, keyed by
 account, symbol and side) or ``cross`` (all cross positions of an account in one margin asset).
@@ -168,7 +168,7 @@ class MarginStateCleared:
 
 
 AlertEvent = MarginWarningRaised | MarginRecovered | LiquidationTriggered
-"""The events of interfaces §4: what the JSON Lines sink writes and MQTT publishes as events."""
+"""The alert events (docs/alerts.md): what the JSON Lines sink writes and MQTT publishes."""
 StateEvent = MarginStateChanged | MarginStateCleared
 EngineEvent = AlertEvent | StateEvent
 
@@ -215,7 +215,7 @@ def _positions_payload(positions: tuple[PositionView, ...]) -> list[dict[str, An
 
 
 def to_payload(event: AlertEvent) -> dict[str, Any]:
-    """The event's wire form (interfaces §4): a JSON-ready dict with numbers as numbers."""
+    """The event's wire form (docs/alerts.md): a JSON-ready dict with numbers as numbers."""
     entity = event.entity
     payload: dict[str, Any] = {
         "event": event.kind,

@@ -1,6 +1,6 @@
 """Margin math for one position and for the legs of one symbol (Binance USDⓈ-M / COIN-M).
 
-Notation (``shared/spec/margin.md``): ``s`` is +1 long / −1 short, ``q`` the absolute size (base
+Notation (``docs/margin.md``): ``s`` is +1 long / −1 short, ``q`` the absolute size (base
 units for linear, contracts for inverse), ``CS`` the contract size, ``EP`` the entry price, ``P``
 the mark price. ``qcs = q * CS``.
 

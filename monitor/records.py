@@ -1,4 +1,4 @@
-"""Input records: the facts the engine is fed (see interfaces §1).
+"""Input records: the facts the engine is fed (see docs/records.md).
 
 They are validated before they get here (``feeds.normalized`` for JSON Lines, the exchange
 parsers for native feeds); the engine trusts their types and ranges. Quantities are exact
@@ -94,7 +94,7 @@ def decimal_of_float(value: float) -> Decimal:
     """The decimal a JSON number meant: the shortest text that reads back as ``value``.
 
     Exact for every literal of up to 15 significant digits; longer literals should be sent as
-    strings (interfaces §1 prefers strings for exactly this reason).
+    strings (docs/records.md prefers strings for exactly this reason).
     """
     return Decimal(repr(value))
 
@@ -176,7 +176,7 @@ class AccountBatch(NamedTuple):
     entry_text: list[str]
     wallet_text: list[str]
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __len__(self) -> int:
         return len(self.account)
 
     def record(self, i: int) -> BalanceRecord | PositionRecord:
@@ -184,7 +184,7 @@ class AccountBatch(NamedTuple):
         ts = int(self.ts[i])
         if not self.is_position[i]:
             return BalanceRecord(ts, self.account[i], self.asset[i], Decimal(self.wallet_text[i]))
-        side: Side = ("both", "long", "short")[int(self.side[i])]  # type: ignore[assignment]
+        side: Side = ("both", "long", "short")[int(self.side[i])]
         isolated = bool(self.isolated[i])
         return PositionRecord(
             ts,

@@ -1,6 +1,6 @@
 """Valuing entities: margin balance and maintenance margin, in floats and exactly.
 
-For an entity with wallet ``W`` and rows ``i`` (margin.md, interfaces §2):
+For an entity with wallet ``W`` and rows ``i`` (docs/margin.md):
 
 * ``MB = W + Σ uPnL_i``, ``uPnL = s·qcs·(P − EP)`` (linear) or ``s·qcs·(1/EP − 1/P)`` (inverse);
 * ``MM = Σ (N_i·mmr_i − cum_i)`` with ``N = qcs·P`` (linear) or ``qcs/P`` (inverse) and the

@@ -108,7 +108,12 @@ def _list(value: object, name: str) -> list[Any]:
 
 
 def _coin(value: object, name: str) -> str:
-    if type(value) is not str or not 0 < len(value) <= 64 or not value.isprintable() or " " in value:
+    if (
+        type(value) is not str
+        or not 0 < len(value) <= 64
+        or not value.isprintable()
+        or " " in value
+    ):
         raise MalformedRecord("invalid_field", f"{name} is not a coin: {short(value)}")
     return value
 

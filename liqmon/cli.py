@@ -522,9 +522,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"liqmon: not JSON: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
     try:
-        converted = hyperliquid_records(
-            state, meta, account=args.account, dex=args.dex, ts=args.ts
-        )
+        converted = hyperliquid_records(state, meta, account=args.account, dex=args.dex, ts=args.ts)
     except RecordRefused as exc:
         print(f"liqmon: {args.state}: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE

@@ -101,7 +101,8 @@ def test_book_json_lists_entities_in_the_retained_state_shape(
     assert entity.maintenance_margin == pytest.approx(10.41482 / 6, rel=1e-12)
     position = entity.positions[0]
     assert position.mark == pytest.approx(80.114, rel=1e-15)
-    assert position.bankruptcy_price is not None and position.liquidation_price is not None
+    assert position.bankruptcy_price is not None
+    assert position.liquidation_price is not None
     assert position.bankruptcy_price < position.liquidation_price < position.mark
 
 
@@ -129,7 +130,8 @@ def test_the_2023_state_follows_the_same_formula_with_the_maintenance_rate_of_it
     for item in state["assetPositions"]:
         coin, theirs = item["position"]["coin"], item["position"]["liquidationPx"]
         if theirs is None:
-            assert today[coin] is None and then[coin] is None
+            assert today[coin] is None
+            assert then[coin] is None
             continue
         today_error = abs(today[coin] - float(theirs)) / float(theirs)  # type: ignore[operator]
         assert 0.006 < today_error < 0.011

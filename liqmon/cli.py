@@ -188,10 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--feed",
         dest="feed_venue",
         metavar="VENUE",
-        help="binance-usdm, binance-coinm, bybit or okx",
+        help="binance-usdm, binance-coinm, bybit, okx or hyperliquid",
     )
     run.add_argument("--symbols", help="A,B,C or all")
     run.add_argument("--feed-url", help="override the venue's websocket endpoint")
+    run.add_argument(
+        "--watch",
+        metavar="ADDRESS[,ADDRESS...]",
+        help="hyperliquid: poll these accounts' states from the info API (see docs/hyperliquid.md)",
+    )
+    run.add_argument(
+        "--watch-interval", type=_positive_float, metavar="S", help="hyperliquid: poll every S s"
+    )
+    run.add_argument("--info-url", help="hyperliquid: override the info endpoint")
+    run.add_argument(
+        "--dexes", help="hyperliquid: the perp dexes to watch, e.g. ,xyz (main and xyz)"
+    )
+    run.add_argument(
+        "--price-source",
+        choices=("mark", "trade", "mid"),
+        help="hyperliquid or Binance: ticks from marks (default), trades or mids",
+    )
     run.add_argument(
         "--record",
         type=Path,
@@ -258,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--feed",
         dest="feed_venue",
         required=True,
-        choices=("binance-usdm", "binance-coinm", "bybit", "okx"),
+        choices=("binance-usdm", "binance-coinm", "bybit", "okx", "hyperliquid"),
     )
     rec.add_argument("--symbols", required=True, help="A,B,C or all (Binance)")
     rec.add_argument("--feed-url", help="override the venue's websocket endpoint")
@@ -452,6 +469,11 @@ def _service_settings(args: argparse.Namespace) -> ServiceSettings:
         ("record", "record_dir"),
         ("replay", "replay"),
         ("speed", "replay_speed"),
+        ("watch", "watch"),
+        ("watch_interval", "watch_interval_s"),
+        ("info_url", "info_url"),
+        ("dexes", "dexes"),
+        ("price_source", "price_source"),
     ):
         if getattr(args, flag, None) is not None:
             feed[key] = getattr(args, flag)

@@ -5,12 +5,14 @@ formula against the engine on generated states (hypothesis)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +24,15 @@ from monitor.engine import Engine
 from monitor.errors import MalformedRecord
 
 DATA = Path(__file__).parent / "data" / "hyperliquid"
+
+
+@pytest.fixture(autouse=True)
+def _own_logging() -> Iterator[None]:
+    """``liqmon.cli.main`` configures structlog for its process; undo it after each test."""
+    yield
+    structlog.reset_defaults()
+
+
 STATES = sorted((DATA / "clearinghouse").glob("*.json"))
 TOLERANCE = 1e-6
 

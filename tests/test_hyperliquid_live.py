@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import AsyncExitStack, aclosing
 from decimal import Decimal
 from pathlib import Path
@@ -50,6 +51,15 @@ from tests.fake_exchange import (
 from tests.mqtt_support import Collector, Got
 
 DATA = Path(__file__).parent / "data" / "hyperliquid"
+
+
+@pytest.fixture(autouse=True)
+def _own_logging() -> Iterator[None]:
+    """``liqmon.cli.main`` configures structlog for its process; undo it after each test."""
+    yield
+    structlog.reset_defaults()
+
+
 FIRST_DEX = json.loads((DATA / "meta" / "docs_example_metaAndAssetCtxs_first_dex.json").read_text())
 XYZ = json.loads((DATA / "meta" / "docs_example_metaAndAssetCtxs_hip3_dex_xyz.json").read_text())
 HYPE_SHORT = json.loads(

@@ -129,7 +129,8 @@ async def test_feed_names_all_dexs_contexts_by_its_own_meta_requests_and_resubsc
 async def test_poll_asks_meta_first_retries_failures_and_yields_whole_accounts() -> None:
     """The info API answers 500 once: that is an ``InfoFailed`` (retried, not fatal); then both
     dexes' meta arrive before any state, and each address comes as one update holding its
-    states on both dexes, parsed as recorded; an unchanged meta is not yielded again."""
+    states on both dexes, parsed as recorded; an unchanged meta is not yielded again, a changed
+    one (a listing) is."""
     async with FakeInfoApi() as info:
         info.metas = {"": META, "xyz": XYZ[0]}
         info.states = {(ADDRESS, ""): HYPE_SHORT, (ADDRESS, "xyz"): {**HYPE_SHORT,
@@ -143,6 +144,12 @@ async def test_poll_asks_meta_first_retries_failures_and_yields_whole_accounts()
                 updates.append(update)
                 if sum(isinstance(u, StatesFetched) for u in updates) == 3:
                     break
+            listed = {**META, "universe": [*META["universe"], {"name": "NEW", "maxLeverage": 3}]}
+            info.metas[""] = listed  # a listing: the next meta poll yields the new meta
+            async for update in stream:
+                if isinstance(update, MetaFetched):
+                    assert update.meta.names[-1] == "NEW"
+                    break
     assert isinstance(updates[0], InfoFailed)
     assert (updates[0].request, updates[0].reason) == ("meta (main)", "http_500")
     kinds = [type(u).__name__ for u in updates[1:]]
@@ -152,7 +159,7 @@ async def test_poll_asks_meta_first_retries_failures_and_yields_whole_accounts()
     assert fetched.address == ADDRESS
     assert [s.dex for s in fetched.states] == ["", "xyz"]
     assert fetched.states[0].positions == parse_state(HYPE_SHORT).positions
-    assert info.requests[-1] == {"type": "clearinghouseState", "user": ADDRESS, "dex": "xyz"}
+    assert {"type": "clearinghouseState", "user": ADDRESS, "dex": "xyz"} in info.requests
     assert weight_per_minute(spec) == 2 * 2 * 60 / 0.01
     assert info_url_of("wss://api.hyperliquid.xyz/ws") == "https://api.hyperliquid.xyz/info"
     with pytest.raises(ValueError, match="address"):

@@ -123,8 +123,8 @@ def test_the_2023_state_follows_the_same_formula_with_the_maintenance_rate_of_it
     """The March 2023 state does not match today's rule (1/(2·50) = 1 %: every liquidation
     price is off by 0.7–1.0 %), but with the one maintenance rate of that time (≈ 0.7495 %,
     the one uniform rate that fits all five, from the data's provenance notes) the engine gives
-    back all five non-null
-    prices to 1e-8 and the seven nulls: the formula held, the rate was different."""
+    back all five non-null prices to 1e-8 and the seven nulls: the formula held, the rate was
+    different."""
     path = DATA / "clearinghouse" / "sdk_cassette_clearinghouseState_cross12_2023-03-27.json"
     meta = DATA / "meta" / "sdk_cassette_meta_2023-07-17.json"
     state = json.loads(path.read_text())

@@ -37,7 +37,8 @@ _PARAMETERS = {
     "asset": "The margin asset of a cross entity.",
     "symbol": "The symbol of an isolated position.",
     "side": "The slot of an isolated position: ``both`` (one-way), ``long`` or ``short`` (hedge).",
-    "venue": "The feed's venue: ``binance-usdm``, ``binance-coinm``, ``bybit`` or ``okx``.",
+    "venue": "The feed's venue: ``binance-usdm``, ``binance-coinm``, ``bybit``, ``okx`` or "
+    "``hyperliquid``.",
     "feed_symbol": "The venue's symbol, percent-encoded as one topic level.",
     "binance_account": "The account the Binance user-data message belongs to (percent-encoded).",
 }

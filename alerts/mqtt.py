@@ -30,7 +30,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import count
@@ -145,8 +145,15 @@ class _State:
     message_id: str
 
 
-def _positions(positions: tuple[PositionView, ...]) -> list[dict[str, Any]]:
-    return [
+PositionExtras = Callable[[EntityRef, PositionView], Mapping[str, Any]]
+"""Optional fields a venue adapter adds to a position of the retained state (Hyperliquid's
+``exchange_liquidation_price``)."""
+
+
+def _positions(
+    entity: EntityRef, positions: tuple[PositionView, ...], extras: PositionExtras | None = None
+) -> list[dict[str, Any]]:
+    out = [
         {
             "symbol": p.symbol,
             "side": p.side,
@@ -160,6 +167,10 @@ def _positions(positions: tuple[PositionView, ...]) -> list[dict[str, Any]]:
         }
         for p in positions
     ]
+    if extras is not None:
+        for body, position in zip(out, positions, strict=True):
+            body.update(extras(entity, position))
+    return out
 
 
 class PackedProperties(Properties):
@@ -207,8 +218,11 @@ def _variable_int(value: int) -> bytes:
             return bytes(out)
 
 
-def state_payload(event: MarginStateChanged) -> dict[str, Any]:
-    """The retained state message of an entity (see ``alerts.schema.StatePayload``)."""
+def state_payload(
+    event: MarginStateChanged, extras: PositionExtras | None = None
+) -> dict[str, Any]:
+    """The retained state message of an entity (see ``alerts.schema.StatePayload``);
+    ``extras`` adds optional fields to its positions."""
     entity = event.entity
     body: dict[str, Any] = {
         "ts": event.ts,
@@ -225,7 +239,7 @@ def state_payload(event: MarginStateChanged) -> dict[str, Any]:
         margin_balance=event.margin_balance,
         maintenance_margin=event.maintenance_margin,
         liquidating=event.liquidating,
-        positions=_positions(event.positions),
+        positions=_positions(entity, event.positions, extras),
     )
     digest = hashlib.blake2b(orjson.dumps(body), digest_size=10).hexdigest()
     return {"id": digest, **body}
@@ -244,8 +258,10 @@ class MqttSink:
         drain_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        position_extras: PositionExtras | None = None,
     ) -> None:
         self.settings = settings
+        self._position_extras = position_extras
         self.outbox = outbox
         self._version = version
         self._drain_timeout = drain_timeout_s
@@ -274,7 +290,7 @@ class MqttSink:
     async def publish(self, event: EngineEvent) -> None:
         prefix = self.settings.prefix
         if isinstance(event, MarginStateChanged):
-            payload = state_payload(event)
+            payload = state_payload(event, self._position_extras)
             self._keep_state(
                 event.entity,
                 _State(state_topic(prefix, event.entity), orjson.dumps(payload), payload["id"]),

@@ -46,6 +46,13 @@ class StatePositionPayload(PositionPayload):
         description="true while the feed of the symbol is stale (see the feed_stale event): the "
         "valuation is as of mark_ts"
     )
+    exchange_liquidation_price: float | None = Field(
+        default=None,
+        description="watched Hyperliquid accounts only (absent otherwise): the exchange's own "
+        "liquidationPx at the last poll of the account, null where the exchange reports none. "
+        "liqmon logs and counts a difference of more than 1e-6 relative from its own price "
+        "valued at the same marks",
+    )
 
 
 class _AlertBase(_Payload):

@@ -11,11 +11,13 @@ a list; an object with ``stream`` + ``data``, ``e``, ``result`` +      Binance (
 ``id``, ``error`` + ``id``, or ``code`` + ``msg``                      COIN-M by symbol)
 an object with ``topic`` or ``op``                                     Bybit
 an object with ``arg`` or ``event``; the text ``pong``                 OKX
+an object with ``channel``                                             Hyperliquid
 =====================================================================  ===========
 
 Anything else is ``unknown_shape``. Frames over :data:`~feeds.ticks.MAX_FRAME_BYTES` are
 ``oversized`` before any decoding; text that is not JSON is ``invalid_json``. A parser instance
-holds the Bybit ticker state, so use one per connection or capture.
+holds the Bybit ticker state and the Hyperliquid universes, so use one per connection or
+capture.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from typing import Protocol
 from feeds.binance import COINM, USDM, BinanceFrames, check_price_source
 from feeds.bybit import BybitTickers
 from feeds.fields import decode_frame, describe, refused
+from feeds.hyperliquid import HyperliquidFrames
 from feeds.okx import OkxMarkPrice, is_pong
 from feeds.ticks import NOTHING, Parsed
 from monitor.errors import ConfigError, MalformedRecord
 
 BYBIT = "bybit"
 OKX = "okx"
-VENUES = (USDM, COINM, BYBIT, OKX)
+HYPERLIQUID = "hyperliquid"
+VENUES = (USDM, COINM, BYBIT, OKX, HYPERLIQUID)
 
 _BINANCE_KEYS = ("e", "result", "error")
 
@@ -45,29 +49,34 @@ class VenueParser(Protocol):
 class FrameParser:
     """Raw frames of one venue (or of any, ``venue=None``) to :class:`~feeds.ticks.Parsed`.
 
-    ``price_source`` (``mark``, ``trade`` or ``mid``) applies to Binance frames; see
-    :mod:`feeds.binance`. Unknown venues or price sources are a :class:`ConfigError`.
+    ``price_source`` (``mark``, ``trade`` or ``mid``) applies to Binance and Hyperliquid
+    frames; see :mod:`feeds.binance` and :mod:`feeds.hyperliquid`. Unknown venues or price
+    sources are a :class:`ConfigError`.
     """
 
-    __slots__ = ("_binance", "_bybit", "_okx", "_only", "price_source", "venue")
+    __slots__ = ("_binance", "_bybit", "_hyperliquid", "_okx", "_only", "price_source", "venue")
 
     def __init__(self, venue: str | None = None, *, price_source: str = "mark") -> None:
         if venue is not None and venue not in VENUES:
             raise ConfigError(f"venue must be one of {', '.join(VENUES)}, got {venue!r}")
         check_price_source(price_source)
         if price_source != "mark" and venue in (BYBIT, OKX):
-            raise ConfigError(f"price_source {price_source!r} applies to Binance frames only")
+            raise ConfigError(
+                f"price_source {price_source!r} applies to Binance and Hyperliquid frames only"
+            )
         self.venue = venue
         self.price_source = price_source
         binance_venue = venue if venue in (USDM, COINM) else None
         self._binance = BinanceFrames(binance_venue, price_source=price_source)
         self._bybit = BybitTickers()
         self._okx = OkxMarkPrice()
+        self._hyperliquid = HyperliquidFrames(price_source=price_source)
         only: dict[str | None, VenueParser | None] = {
             USDM: self._binance,
             COINM: self._binance,
             BYBIT: self._bybit,
             OKX: self._okx,
+            HYPERLIQUID: self._hyperliquid,
             None: None,
         }
         self._only = only[venue]
@@ -76,6 +85,11 @@ class FrameParser:
     def bybit(self) -> BybitTickers:
         """The Bybit state (last mark per symbol)."""
         return self._bybit
+
+    @property
+    def hyperliquid(self) -> HyperliquidFrames:
+        """The Hyperliquid state (the dexes' universes)."""
+        return self._hyperliquid
 
     def parse(self, raw: str | bytes, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one raw frame (text or bytes, as received), or why it has none."""
@@ -98,6 +112,8 @@ class FrameParser:
                 return self._bybit
             if "arg" in obj or "event" in obj:
                 return self._okx
+            if "channel" in obj:
+                return self._hyperliquid
             if "code" in obj and "msg" in obj:
                 return self._binance
         raise MalformedRecord("unknown_shape", f"no venue sends {describe(obj)}")

@@ -22,6 +22,11 @@ Venue rules followed (each venue's :class:`VenueProfile` cites its source):
   sends ``{"op":"ping"}`` every 20 s.
 * OKX v5 public: ``{"op":"subscribe","args":[{"channel":"mark-price","instId":...}]}``; the client
   sends the text ``ping`` after N < 30 s without a message and expects ``pong`` within N s.
+* Hyperliquid: ``{"method":"subscribe","subscription":{"type":"allDexsAssetCtxs"}}`` (or
+  ``activeAssetCtx`` per coin, ``allMids``, ``trades``), plus one ``post`` info request for the
+  ``meta`` of each watched dex, sent again every ``refresh_s`` (a listing changes the universe
+  the asset contexts are indexed by); the client sends ``{"method":"ping"}`` every 30 s (the
+  server closes a connection after 60 s without a message) and expects ``{"channel":"pong"}``.
 
 Only bounded buffers: frames over :data:`~feeds.ticks.MAX_FRAME_BYTES` fail the connection
 (close 1009, then a reconnect), and the library queues at most ``buffer_frames`` frames before
@@ -74,7 +79,7 @@ from monitor.errors import LiqmonError
 
 log = structlog.get_logger("liqmon.feed")
 
-Venue = Literal["binance-usdm", "binance-coinm", "bybit", "okx"]
+Venue = Literal["binance-usdm", "binance-coinm", "bybit", "okx", "hyperliquid"]
 ConnectionState = Literal["idle", "connecting", "connected", "reconnecting", "failed", "closed"]
 
 
@@ -99,7 +104,7 @@ class VenueProfile:
     url: str
     expected_interval_s: float
     max_age_s: float | None
-    heartbeat: Literal["server", "bybit", "okx"]
+    heartbeat: Literal["server", "bybit", "okx", "hyperliquid"]
     heartbeat_s: float | None
     protocol_ping_s: float | None
 
@@ -153,6 +158,19 @@ VENUES: dict[str, VenueProfile] = {
         heartbeat_s=20.0,
         protocol_ping_s=None,
     ),
+    # https://hyperliquid.gitbook.io/hyperliquid-docs/for-developers/api/websocket and its
+    # "Timeouts and heartbeats" page: "the server will close any connection if it hasn't sent a
+    # message to it in the last 60 seconds"; a heartbeat is {"method":"ping"}, answered by
+    # {"channel":"pong"}. Asset contexts are pushed as they change (a quiet HIP-3 market can
+    # stay unchanged for long: 10 s is the interval after which a mark counts as late).
+    "hyperliquid": VenueProfile(
+        url="wss://api.hyperliquid.xyz/ws",
+        expected_interval_s=10.0,
+        max_age_s=None,
+        heartbeat="hyperliquid",
+        heartbeat_s=30.0,
+        protocol_ping_s=None,
+    ),
 }
 
 BINANCE_MAX_STREAMS = 200
@@ -173,7 +191,9 @@ ROTATION_MAX_CARRIED = 20_000
 """Frames of the old connection held while the new one starts; past this the rotation is
 abandoned (and retried later), so that buffer is bounded."""
 
-_SYMBOL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+_SYMBOL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
+HYPERLIQUID_REFRESH_S = 300.0
+"""How often the Hyperliquid feed asks again for the ``meta`` of its dexes."""
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -226,6 +246,13 @@ class FeedSpec(BaseModel):
     close_timeout_s: float = Field(default=2.0, gt=0)
     buffer_frames: int = Field(default=16, ge=1, le=4096)
     reconnect: ReconnectPolicy = ReconnectPolicy()
+    price_source: Literal["mark", "trade", "mid"] = "mark"
+    """Hyperliquid: which channel gives the ticks (see :mod:`feeds.hyperliquid`)."""
+    dexes: tuple[str, ...] = ("",)
+    """Hyperliquid: the perp dexes whose ``meta`` is requested (``""`` is the first dex); the
+    dexes of listed HIP-3 symbols (``xyz:TSLA``) are added."""
+    refresh_s: float | None = Field(default=HYPERLIQUID_REFRESH_S, gt=0)
+    """Hyperliquid: how often the ``meta`` requests are sent again (None: at connect only)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -262,13 +289,35 @@ class FeedSpec(BaseModel):
             return tuple(unique)
         return value
 
+    @field_validator("dexes", mode="before")
+    @classmethod
+    def _dexes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list | tuple):
+            for dex in value:
+                if not isinstance(dex, str) or len(dex) > 32 or not set(dex) <= _SYMBOL_CHARS:
+                    raise ValueError(f"not a dex name: {dex!r}")
+            return tuple(dict.fromkeys(["", *value]))
+        return value
+
     @model_validator(mode="after")
     def _limits(self) -> FeedSpec:
         if not self.url.startswith(("ws://", "wss://")):
             raise ValueError(f"url: expected ws:// or wss://, got {self.url!r}")
         if self.venue == "okx" and self.heartbeat_s is not None and self.heartbeat_s >= 30:
             raise ValueError("heartbeat_s: OKX closes a connection silent for 30 s; use N < 30")
-        if self.symbols == "all":
+        if self.venue == "hyperliquid":
+            if self.symbols == "all" and self.price_source == "trade":
+                raise ValueError(
+                    "price source trade needs the coins listed (one trades stream each)"
+                )
+            if self.symbols != "all":
+                listed = {symbol.partition(":")[0] for symbol in self.symbols if ":" in symbol}
+                extra = tuple(sorted(listed - set(self.dexes)))
+                if extra:
+                    object.__setattr__(self, "dexes", (*self.dexes, *extra))
+        elif self.symbols == "all":
             if not self.venue.startswith("binance"):
                 raise ValueError(
                     f"symbols 'all' is only available on Binance (!markPrice@arr); list the "
@@ -290,10 +339,12 @@ class FeedSpec(BaseModel):
 
 
 class Subscription(NamedTuple):
-    """How to subscribe: the URL to open and the messages to send once it is open."""
+    """How to subscribe: the URL to open, the messages to send once it is open, and those to
+    send again every ``refresh_s`` while it stays open."""
 
     url: str
     messages: tuple[str, ...]
+    refresh: tuple[str, ...] = ()
 
 
 def subscription(spec: FeedSpec) -> Subscription:
@@ -305,6 +356,8 @@ def subscription(spec: FeedSpec) -> Subscription:
     :data:`OKX_BATCH` per request.
     """
     base = spec.url.rstrip("/")
+    if spec.venue == "hyperliquid":
+        return _hyperliquid_subscription(spec)
     if spec.venue in ("binance-usdm", "binance-coinm"):
         if spec.symbols == "all":
             streams = ["!markPrice@arr@1s"]
@@ -334,10 +387,44 @@ def subscription(spec: FeedSpec) -> Subscription:
     return Subscription(spec.url, tuple(messages))
 
 
+def _hyperliquid_subscription(spec: FeedSpec) -> Subscription:
+    """Hyperliquid: one subscription per stream (``allDexsAssetCtxs`` for all marks, else
+    ``activeAssetCtx`` per coin; ``allMids`` per dex for mids; ``trades`` per coin), then one
+    ``post`` ``meta`` request per dex, which is also the periodic refresh."""
+    coins = () if spec.symbols == "all" else spec.symbols
+    streams: list[dict[str, str]]
+    if spec.price_source == "mid":
+        streams = [{"type": "allMids", **({"dex": dex} if dex else {})} for dex in spec.dexes]
+    elif spec.price_source == "trade":
+        streams = [{"type": "trades", "coin": coin} for coin in coins]
+    elif spec.symbols == "all":
+        streams = [{"type": "allDexsAssetCtxs"}]
+    else:
+        streams = [{"type": "activeAssetCtx", "coin": coin} for coin in coins]
+    subscribe = tuple(
+        orjson.dumps({"method": "subscribe", "subscription": stream}).decode() for stream in streams
+    )
+    metas = tuple(
+        orjson.dumps(
+            {
+                "method": "post",
+                "id": number,
+                "request": {
+                    "type": "info",
+                    "payload": {"type": "meta", **({"dex": d} if d else {})},
+                },
+            }
+        ).decode()
+        for number, d in enumerate(spec.dexes, start=1)
+    )
+    return Subscription(spec.url, subscribe + metas, metas)
+
+
 # --- transport chatter --------------------------------------------------------------------
 
 BYBIT_PING = '{"op":"ping"}'
 OKX_PING = "ping"
+HYPERLIQUID_PING = '{"method":"ping"}'
 _CONTROL_MAX_CHARS = 2048
 
 
@@ -358,6 +445,8 @@ def classify(venue: str, raw: str) -> Control | None:
         return Control("pong")
     if len(raw) > _CONTROL_MAX_CHARS or not raw.startswith("{"):
         return None
+    if venue == "hyperliquid":
+        return _hyperliquid_control(raw)
     marker = {"bybit": '"topic"', "okx": '"data"'}.get(venue, '"stream"')
     if marker in raw:
         return None
@@ -388,6 +477,27 @@ def classify(venue: str, raw: str) -> Control | None:
         return Control("ack")
     if "id" in message and "error" in message:
         return Control("error", str(message["error"]))
+    return None
+
+
+def _hyperliquid_control(raw: str) -> Control | None:
+    """Hyperliquid chatter: ``pong``, ``subscriptionResponse`` and ``error`` channels (data
+    frames, ``post`` replies included, go to the parser)."""
+    if '"pong"' not in raw and '"subscriptionResponse"' not in raw and '"error"' not in raw:
+        return None
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    channel = message.get("channel")
+    if channel == "pong":
+        return Control("pong")
+    if channel == "subscriptionResponse":
+        return Control("ack")
+    if channel == "error":
+        return Control("error", str(message.get("data", ""))[:200])
     return None
 
 
@@ -520,6 +630,7 @@ class _Link:
         stats: FeedStats,
         clock: Callable[[], int],
         logger: Any,
+        refresh: tuple[str, ...] = (),
     ) -> None:
         self.ws = ws
         self.spec = spec
@@ -540,6 +651,9 @@ class _Link:
         self.heartbeat = heartbeat if spec.heartbeat_s is not None else "server"
         self.next_ping = now + spec.heartbeat_s if spec.heartbeat_s is not None else math.inf
         self.pong_due = math.inf
+        self.refresh = refresh
+        every = spec.refresh_s if refresh else None
+        self.refresh_at = now + every if every is not None else math.inf
 
     @classmethod
     async def open(
@@ -565,7 +679,7 @@ class _Link:
         except BaseException:
             ws.transport.abort()
             raise
-        return cls(ws, spec, stats, clock, logger)
+        return cls(ws, spec, stats, clock, logger, plan.refresh)
 
     def _ping_at(self) -> float:
         interval = self.spec.heartbeat_s
@@ -579,9 +693,18 @@ class _Link:
         idle = self.spec.idle_timeout_s
         return self.last_data + idle if idle is not None else math.inf
 
-    async def _send_ping(self, now: float) -> None:
+    async def _send_refresh(self, now: float) -> None:
         try:
-            await self.ws.send(BYBIT_PING if self.heartbeat == "bybit" else OKX_PING)
+            for message in self.refresh:
+                await self.ws.send(message)
+        except ConnectionClosed as exc:
+            raise _Drop(failure_reason(exc), str(exc)) from exc
+        self.refresh_at = now + (self.spec.refresh_s or math.inf)
+
+    async def _send_ping(self, now: float) -> None:
+        ping = {"bybit": BYBIT_PING, "hyperliquid": HYPERLIQUID_PING}.get(self.heartbeat, OKX_PING)
+        try:
+            await self.ws.send(ping)
         except ConnectionClosed as exc:
             raise _Drop(failure_reason(exc), str(exc)) from exc
         self.pong_due = now + self.spec.pong_timeout_s
@@ -624,7 +747,11 @@ class _Link:
                 raise _Drop("idle", f"no data for {self.spec.idle_timeout_s} s")
             if now >= self._ping_at():
                 await self._send_ping(now)
-            deadline = min(self.rotate_at, self.pong_due, self._idle_at(), self._ping_at())
+            if now >= self.refresh_at:
+                await self._send_refresh(now)
+            deadline = min(
+                self.rotate_at, self.pong_due, self._idle_at(), self._ping_at(), self.refresh_at
+            )
             try:
                 async with asyncio.timeout_at(None if deadline == math.inf else deadline):
                     raw = await self.ws.recv(decode=True)

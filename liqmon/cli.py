@@ -30,8 +30,10 @@ from feeds.captures import FORMATS, UnknownFormat, detect_format
 from feeds.files import UnreadableFile
 from feeds.frames import VENUES
 from feeds.live import FeedFailed, FeedSpec
+from feeds.normalized import record_json
 from liqmon import __version__, logs
 from liqmon.capture_replay import replay_capture
+from liqmon.convert import book_payloads, hyperliquid_records
 from liqmon.demo import run_demo
 from liqmon.mqtt_options import add_mqtt_options, mqtt_settings, open_outbox
 from liqmon.record import render_recording, run_recording
@@ -127,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write the end-of-run summary as JSON to PATH",
     )
+    replay.add_argument(
+        "--book-json",
+        metavar="PATH",
+        default=None,
+        help="also write the final book to PATH: every open entity as its retained state "
+        "payload (margin balance, maintenance margin, ratio, level; each position's mark, "
+        "liquidation and bankruptcy price), as a JSON array",
+    )
     _engine_options(replay)
     capture = replay.add_argument_group("exchange-native captures")
     capture.add_argument(
@@ -178,10 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--feed",
         dest="feed_venue",
         metavar="VENUE",
-        help="binance-usdm, binance-coinm, bybit or okx",
+        help="binance-usdm, binance-coinm, bybit, okx or hyperliquid",
     )
     run.add_argument("--symbols", help="A,B,C or all")
     run.add_argument("--feed-url", help="override the venue's websocket endpoint")
+    run.add_argument(
+        "--watch",
+        metavar="ADDRESS[,ADDRESS...]",
+        help="hyperliquid: poll these accounts' states from the info API (see docs/hyperliquid.md)",
+    )
+    run.add_argument(
+        "--watch-interval", type=_positive_float, metavar="S", help="hyperliquid: poll every S s"
+    )
+    run.add_argument("--info-url", help="hyperliquid: override the info endpoint")
+    run.add_argument(
+        "--dexes", help="hyperliquid: the perp dexes to watch, e.g. ,xyz (main and xyz)"
+    )
+    run.add_argument(
+        "--price-source",
+        choices=("mark", "trade", "mid"),
+        help="hyperliquid or Binance: ticks from marks (default), trades or mids",
+    )
     run.add_argument(
         "--record",
         type=Path,
@@ -211,6 +238,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", type=Path, help="snapshot, journal and outbox directory")
     run.add_argument("--http-port", type=int, help="metrics and health port (0: any free)")
 
+    convert = commands.add_parser(
+        "convert",
+        help="print an exchange's saved account state as normalized records",
+        description="Read a saved exchange response and print normalized records (JSON Lines) "
+        "that liqmon replay takes.",
+    )
+    venues = convert.add_subparsers(dest="convert_venue", required=True, metavar="VENUE")
+    hyperliquid = venues.add_parser(
+        "hyperliquid",
+        help="a clearinghouseState response: contracts, ticks at its marks, the snapshot",
+        description="Contracts (from --meta, else from the state's maxLeverage), one tick per "
+        "position at the mark the state implies (positionValue / |szi|) and the account "
+        "snapshot, stamped with the state's time.",
+    )
+    hyperliquid.add_argument("--state", required=True, metavar="FILE", help="the state (JSON)")
+    hyperliquid.add_argument(
+        "--meta", metavar="FILE", help="the dex's meta (or metaAndAssetCtxs) with marginTables"
+    )
+    hyperliquid.add_argument(
+        "--account", help="the account name (default: the state's user, else hyperliquid)"
+    )
+    hyperliquid.add_argument("--dex", help="the perp dex (default: from the positions' coins)")
+    hyperliquid.add_argument(
+        "--ts", type=int, help="stamp the records with this time (ms) instead of the state's"
+    )
+
     rec = commands.add_parser(
         "record",
         help="record a venue's raw frames to gzip capture files that liqmon replay reads",
@@ -222,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--feed",
         dest="feed_venue",
         required=True,
-        choices=("binance-usdm", "binance-coinm", "bybit", "okx"),
+        choices=("binance-usdm", "binance-coinm", "bybit", "okx", "hyperliquid"),
     )
     rec.add_argument("--symbols", required=True, help="A,B,C or all (Binance)")
     rec.add_argument("--feed-url", help="override the venue's websocket endpoint")
@@ -323,6 +376,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if args.summary_json
                 else None
             )
+            book_json = (
+                stack.enter_context(open(args.book_json, "w", encoding="utf-8"))
+                if args.book_json
+                else None
+            )
         except OSError as exc:
             print(f"liqmon: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -337,6 +395,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             sink = FanOutSink(sink, mqtt)
         result = asyncio.run(_replay(args, engine, sink, mqtt))
         result.warnings[:0] = stats.warnings
+        if book_json is not None:
+            book_json.write(json.dumps(book_payloads(engine), indent=2) + "\n")
         return _finish(result, summary_json)
 
 
@@ -409,6 +469,11 @@ def _service_settings(args: argparse.Namespace) -> ServiceSettings:
         ("record", "record_dir"),
         ("replay", "replay"),
         ("speed", "replay_speed"),
+        ("watch", "watch"),
+        ("watch_interval", "watch_interval_s"),
+        ("info_url", "info_url"),
+        ("dexes", "dexes"),
+        ("price_source", "price_source"),
     ):
         if getattr(args, flag, None) is not None:
             feed[key] = getattr(args, flag)
@@ -468,6 +533,35 @@ def cmd_record(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    try:
+        state = _read_json(args.state)
+        meta = _read_json(args.meta) if args.meta else None
+    except OSError as exc:
+        print(f"liqmon: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    except ValueError as exc:
+        print(f"liqmon: not JSON: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        converted = hyperliquid_records(state, meta, account=args.account, dex=args.dex, ts=args.ts)
+    except RecordRefused as exc:
+        print(f"liqmon: {args.state}: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    for warning in converted.warnings:
+        print(f"liqmon: {warning}", file=sys.stderr)
+    out = sys.stdout
+    for record in converted.records:
+        out.write(record_json(record).decode() + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+def _read_json(path: str) -> object:
+    with open(path, "rb") as stream:
+        return json.loads(stream.read())
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     path = "/readyz" if args.ready else "/healthz"
     try:
@@ -514,6 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_health(args)
         if args.command == "record":
             return cmd_record(args)
+        if args.command == "convert":
+            return cmd_convert(args)
         return cmd_demo(args)
     except FeedFailed as exc:
         print(f"liqmon: {exc}", file=sys.stderr)

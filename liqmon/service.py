@@ -55,6 +55,7 @@ from feeds.normalized import (
 )
 from feeds.recorder import Recorder
 from liqmon import __version__
+from liqmon.hyperliquid_watch import HyperliquidWatch
 from liqmon.ops import Metrics, serve
 from liqmon.persistence import SinkMark, StateStore
 from liqmon.settings import ServiceSettings
@@ -182,6 +183,9 @@ class Service:
         self._applied_receive_ns: int | None = None  # receive time of the last tick applied
         self._queued_feed_ticks = 0  # feed ticks waiting in the queue
         self._snapshot_writing: asyncio.Future[None] | None = None
+        self.hyperliquid: HyperliquidWatch | None = None
+        if feed.venue == "hyperliquid":
+            self.hyperliquid = HyperliquidWatch(feed.watch_spec(), self.metrics.registry)
         if self.feed_spec is not None:
             self.feed_stats = FeedStats(self.feed_spec.venue)
             self.feed_health = FeedHealth(
@@ -206,7 +210,14 @@ class Service:
             )
         if self.settings.mqtt.url:
             outbox = Outbox(state_dir / "outbox", fsync=self.settings.state.fsync)
-            self.mqtt = MqttSink(self.settings.mqtt.client_settings(), outbox, version=__version__)
+            self.mqtt = MqttSink(
+                self.settings.mqtt.client_settings(),
+                outbox,
+                version=__version__,
+                position_extras=None
+                if self.hyperliquid is None
+                else self.hyperliquid.position_extras,
+            )
             self.sinks.append(
                 GuardedSink(self.mqtt, SinkMark(state_dir, "mqtt"), outbox.last_message_id)
             )
@@ -601,6 +612,14 @@ class Service:
             if self.stopping.is_set():
                 return
 
+    async def _hyperliquid_source(self, watch: HyperliquidWatch) -> None:
+        """Contracts from the dexes' meta and snapshots of the watched accounts, polled from
+        Hyperliquid's info API (see :mod:`liqmon.hyperliquid_watch`)."""
+        async for record in watch.records():
+            await self._put(Input(source="hyperliquid", record=record, raw=record_json(record)))
+            if self.stopping.is_set():
+                return
+
     async def _account_input(self) -> None:
         """Account records from the trading system over MQTT (see asyncapi.yaml)."""
         settings = self.settings.mqtt.client_settings()
@@ -707,6 +726,8 @@ class Service:
             producers.append(self._feed_source(self.feed_spec))
         if self.settings.mqtt.url and self.settings.mqtt.accounts_input:
             producers.append(self._account_input())
+        if self.hyperliquid is not None:
+            producers.append(self._hyperliquid_source(self.hyperliquid))
         return producers
 
     def stop(self) -> None:

@@ -38,11 +38,12 @@ from pydantic_settings import (
 
 from alerts.mqtt import MqttSettings, settings_from_url
 from alerts.topics import DEFAULT_PREFIX
+from feeds.hyperliquid_info import WatchSpec, info_url_of
 from feeds.live import FeedSpec
 from monitor.config import EngineConfig
 from monitor.errors import ConfigError
 
-Venue = Literal["binance-usdm", "binance-coinm", "bybit", "okx"]
+Venue = Literal["binance-usdm", "binance-coinm", "bybit", "okx", "hyperliquid"]
 
 
 class _Section(BaseModel):
@@ -81,6 +82,23 @@ class FeedSection(_Section):
     replay_speed: float | None = Field(default=None, gt=0)
     exit_at_end: bool = False
     """With ``replay``: stop (gracefully) once the file is applied."""
+    watch: list[str] = Field(default_factory=list)
+    """Hyperliquid: the addresses whose state is polled from the info API (``--watch``)."""
+    watch_interval_s: float = Field(default=10.0, gt=0)
+    """Hyperliquid: how often each watched address's state is polled."""
+    meta_interval_s: float = Field(default=300.0, gt=0)
+    """Hyperliquid: how often the dexes' ``meta`` (contracts) is polled for changes."""
+    info_url: str | None = None
+    """Hyperliquid: the info endpoint (None: beside ``url``, ``wss://h/ws`` → ``https://h/info``)."""
+    dexes: list[str] = Field(default_factory=lambda: [""])
+    """Hyperliquid: the perp dexes to watch (``""``: the first dex; ``xyz``: a HIP-3 dex)."""
+
+    @field_validator("watch", "dexes", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",")]
+        return value
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -95,6 +113,10 @@ class FeedSection(_Section):
             if self.replay is not None:
                 raise ValueError("a venue and a replay file are two tick sources: choose one")
             self.spec()  # the venue's own rules (URL scheme, symbol limits)
+        if self.watch and self.venue != "hyperliquid":
+            raise ValueError("watch: watching addresses needs the hyperliquid feed")
+        if self.venue == "hyperliquid":
+            self.watch_spec()
         return self
 
     def spec(self) -> FeedSpec:
@@ -105,6 +127,10 @@ class FeedSection(_Section):
             options["url"] = self.url
         if self.expected_interval_ms is not None:
             options["expected_interval_s"] = self.expected_interval_ms / 1000
+        if self.venue == "hyperliquid":
+            options["price_source"] = self.price_source
+            options["dexes"] = tuple(self.dexes)
+            options["refresh_s"] = self.meta_interval_s
         try:
             return FeedSpec(**options)
         except ValidationError as exc:
@@ -112,6 +138,21 @@ class FeedSection(_Section):
             where = ".".join(str(part) for part in first["loc"])
             message = first["msg"].removeprefix("Value error, ")
             raise ValueError(f"{where + ': ' if where else ''}{message}") from None
+
+    def watch_spec(self) -> WatchSpec:
+        """The Hyperliquid info polls this section describes (``venue`` is hyperliquid)."""
+        spec = self.spec()
+        try:
+            return WatchSpec(
+                addresses=tuple(s for s in self.watch if s),
+                dexes=spec.dexes,
+                url=self.info_url or info_url_of(spec.url),
+                interval_s=self.watch_interval_s,
+                meta_interval_s=self.meta_interval_s,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(first["msg"].removeprefix("Value error, ")) from None
 
 
 class MqttSection(_Section):

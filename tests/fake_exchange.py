@@ -23,6 +23,12 @@ price) so that every frame is distinct and ordered:
 * OKX: the push shape of https://www.okx.com/docs-v5/en/#public-data-websocket-mark-price-channel
   with the values of the first row of ``okex_swap_BTC-USDC-SWAP_derivative_ticker_nautilus.csv``
   (nautilus_trader test data: mark 28479, 2023-04-01).
+* Hyperliquid: the documented channel shapes (``activeAssetCtx``, ``allDexsAssetCtxs``,
+  ``allMids``, ``post`` replies, ``subscriptionResponse``, ``pong``) around the recorded asset
+  context of ``tests/data/hyperliquid/meta/hummingbot_metaAndAssetCtxs_BTC_ETH_2023-11.json``
+  (BTC, mark 36733.0); each coin's ``markPx`` starts at ``hl_marks[coin]`` and moves by
+  ``hl_step`` per frame. ``post`` ``meta`` requests are answered with ``hl_metas[dex]``. The
+  HTTP info API beside it is :class:`FakeInfoApi`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -94,11 +101,17 @@ PATHS = {
     "binance-coinm": "/stream",
     "bybit": "/v5/public/linear",
     "okx": "/ws/v5/public",
+    "hyperliquid": "/ws",
 }
 """The path each venue's client must open (Binance: the base URL is the path without
 ``/stream``)."""
 
 BINANCE_ALL = "!markPrice@arr@1s"
+HL_DATA = Path(__file__).parent / "data" / "hyperliquid"
+HL_CTX: dict[str, Any] = orjson.loads(
+    (HL_DATA / "meta" / "hummingbot_metaAndAssetCtxs_BTC_ETH_2023-11.json").read_bytes()
+)[1][0]
+"""A recorded perp asset context (BTC, 2023-11): the ``ctx`` of every fake frame."""
 
 
 def _dump(obj: Any) -> str:
@@ -178,6 +191,10 @@ class FakeExchange:
         self.pause_after = pause_after or {}
         self.cursor = 0  # the next script frame to send
         self.drops = 0
+        self.hl_marks: dict[str, Decimal] = {"BTC": Decimal("36733.0")}
+        self.hl_step = Decimal("0.01")
+        self.hl_metas: dict[str, Any] = {}
+        self.posts = 0
 
     @property
     def script_done(self) -> bool:
@@ -326,7 +343,9 @@ class FakeExchange:
             message = orjson.loads(text)
         except orjson.JSONDecodeError:
             return
-        if self.venue.startswith("binance"):
+        if self.venue == "hyperliquid":
+            await self._hyperliquid(ws, conn, message)
+        elif self.venue.startswith("binance"):
             if message.get("method") == "SUBSCRIBE":
                 self._subscribe(conn, list(message.get("params", [])))
                 await ws.send(_dump({"result": None, "id": message.get("id")}))
@@ -357,6 +376,56 @@ class FakeExchange:
             return
         self._subscribe(conn, args)
         await ws.send(_dump({**reply, "op": "subscribe"}))
+
+    async def _hyperliquid(self, ws: ServerConnection, conn: FakeConnection, message: Any) -> None:
+        method = message.get("method")
+        if method == "ping":
+            conn.heartbeats += 1
+            if self.answer_heartbeats:
+                await ws.send(_dump({"channel": "pong"}))
+        elif method == "subscribe":
+            subscription = message.get("subscription", {})
+            if subscription.get("type") not in ("activeAssetCtx", "allDexsAssetCtxs", "allMids"):
+                await ws.send(
+                    _dump(
+                        {"channel": "error", "data": f"Invalid subscription {_dump(subscription)}"}
+                    )
+                )
+                return
+            self._subscribe(conn, [_dump(subscription)])
+            await ws.send(_dump({"channel": "subscriptionResponse", "data": message}))
+        elif method == "post":
+            payload = message.get("request", {}).get("payload", {})
+            dex = payload.get("dex", "")
+            self.posts += 1
+            if payload.get("type") != "meta" or dex not in self.hl_metas:
+                response: dict[str, Any] = {"type": "error", "payload": "422 Unprocessable"}
+            else:
+                body = {"type": "meta", "data": self.hl_metas[dex]}
+                response = {"type": "info", "payload": body}
+            data = {"id": message.get("id"), "response": response}
+            await ws.send(_dump({"channel": "post", "data": data}))
+
+    def hl_mark(self, coin: str, seq: int) -> str:
+        """The fake mark of ``coin`` in frame ``seq`` (exact decimal text)."""
+        base = self.hl_marks.get(coin, Decimal("36733.0"))
+        return str(base + seq * self.hl_step)
+
+    def _hl_frame(self, topic: str, seq: int) -> str:
+        subscription = orjson.loads(topic)
+        kind = subscription["type"]
+        if kind == "activeAssetCtx":
+            coin = subscription["coin"]
+            ctx = {**HL_CTX, "markPx": self.hl_mark(coin, seq)}
+            return _dump({"channel": kind, "data": {"coin": coin, "ctx": ctx}})
+        if kind == "allMids":
+            mids = {coin: self.hl_mark(coin, seq) for coin in self.hl_marks}
+            return _dump({"channel": kind, "data": {"mids": {"@142": "80907.5", **mids}}})
+        ctxs = []
+        for dex, meta in self.hl_metas.items():
+            names = [asset["name"] for asset in meta["universe"]]
+            ctxs.append([dex, [{**HL_CTX, "markPx": self.hl_mark(name, seq)} for name in names]])
+        return _dump({"channel": kind, "data": {"ctxs": ctxs}})
 
     async def _okx(self, ws: ServerConnection, conn: FakeConnection, message: Any) -> None:
         if message.get("op") != "subscribe":
@@ -439,6 +508,8 @@ class FakeExchange:
 
     def _frame(self, conn: FakeConnection, topic: str, seq: int) -> str:
         """The data frame number ``seq`` for ``topic``: a real frame, advanced by ``seq``."""
+        if self.venue == "hyperliquid":
+            return self._hl_frame(topic, seq)
         if self.venue.startswith("binance"):
             usdm = self.venue == "binance-usdm"
             if topic == BINANCE_ALL:
@@ -472,6 +543,126 @@ class FakeExchange:
         item["markPx"] = str(Decimal(item["markPx"]) + Decimal(seq) / 10)
         item["ts"] = str(int(item["ts"]) + seq * 200)
         return _dump(frame)
+
+
+def revalued(state: dict[str, Any], marks: dict[str, Decimal], time_ms: int) -> dict[str, Any]:
+    """A recorded ``clearinghouseState`` as the exchange would report it at other marks: the
+    same positions (size, entry, ``rawUsd``) and cross wallet, their value, PnL, isolated margin
+    and account values recomputed (``liquidationPx`` kept: for one position per margin scope it
+    does not depend on the mark)."""
+    out = orjson.loads(orjson.dumps(state))
+    cross = out["crossMarginSummary"]
+    cross_pnl_before = cross_pnl = Decimal(0)
+    isolated_margin = maintenance = Decimal(0)
+    for item in out["assetPositions"]:
+        position = item["position"]
+        coin, qty = position["coin"], Decimal(position["szi"])
+        entry, value = Decimal(position["entryPx"]), Decimal(position["positionValue"])
+        before = (value if qty > 0 else -value) - qty * entry
+        mark = marks.get(coin, value / abs(qty))
+        pnl = qty * (mark - entry)
+        position["positionValue"] = str(abs(qty) * mark)
+        position["unrealizedPnl"] = str(pnl)
+        leverage = position["leverage"]
+        if leverage["type"] == "isolated":
+            margin = Decimal(leverage["rawUsd"]) + qty * mark
+            position["marginUsed"] = str(margin)
+            isolated_margin += margin
+        else:
+            cross_pnl_before += before
+            cross_pnl += pnl
+            maintenance += abs(qty) * mark / (2 * Decimal(str(position["maxLeverage"])))
+    account_value = Decimal(cross["accountValue"]) - cross_pnl_before + cross_pnl
+    cross["accountValue"] = str(account_value)
+    out["marginSummary"]["accountValue"] = str(account_value + isolated_margin)
+    out["crossMaintenanceMarginUsed"] = str(maintenance)
+    out["time"] = time_ms
+    return out
+
+
+class FakeInfoApi:
+    """Hyperliquid's info endpoint on loopback (``POST /info``, JSON): ``meta`` from ``metas``
+    (by dex), ``clearinghouseState`` from ``states`` (by user and dex) revalued at the marks of
+    ``exchange`` (the fake websocket venue, if any) and stamped with the current time. Answers
+    the next requests with the HTTP statuses in ``fail_next``. Every request and every state
+    served is recorded."""
+
+    def __init__(self, exchange: FakeExchange | None = None) -> None:
+        self.exchange = exchange
+        self.metas: dict[str, Any] = {}
+        self.states: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.served: list[dict[str, Any]] = []
+        self.fail_next: list[int] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> FakeInfoApi:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/info"
+
+    async def wait_until(self, predicate: Callable[[], bool], within_s: float = 10.0) -> None:
+        async with asyncio.timeout(within_s):
+            while not predicate():
+                await self._changed.wait()
+
+    def _marks(self) -> dict[str, Decimal]:
+        fake = self.exchange
+        if fake is None or not fake.sent:
+            return {}
+        seq = fake.sent[-1].seq
+        return {coin: Decimal(fake.hl_mark(coin, seq)) for coin in fake.hl_marks}
+
+    def _answer(self, body: dict[str, Any]) -> tuple[int, Any]:
+        if self.fail_next:
+            return self.fail_next.pop(0), "busy"
+        dex = body.get("dex", "")
+        if body.get("type") == "meta" and dex in self.metas:
+            return 200, self.metas[dex]
+        if body.get("type") == "clearinghouseState" and (body.get("user"), dex) in self.states:
+            state = self.states[(body["user"], dex)]
+            served = revalued(state, self._marks(), int(time.time() * 1000))
+            self.served.append(served)
+            return 200, served
+        return 422, "Failed to deserialize the JSON body"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (h.partition(":") for h in lines[1:] if h)
+                }
+                body = orjson.loads(await reader.readexactly(int(headers.get("content-length", 0))))
+                self.requests.append(body)
+                status, answer = self._answer(body)
+                payload = orjson.dumps(answer)
+                writer.write(
+                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                    "Content-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                await writer.drain()
+                self._changed.set()
+                self._changed = asyncio.Event()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
 
 Start = Callable[..., Awaitable[FakeExchange]]

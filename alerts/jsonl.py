@@ -8,9 +8,14 @@ from typing import TextIO
 from monitor.events import AlertEvent, EngineEvent, StateEvent, to_payload
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode(event: AlertEvent) -> str:
-    """The event's payload as one compact JSON line (without the newline)."""
-    return json.dumps(to_payload(event), separators=(",", ":"), allow_nan=False)
+    """The event's payload as one compact JSON line (without the newline). The standard
+    library's encoder, made once: its float text (``2.8e-05``) is the one every event file
+    written so far holds, which orjson's (``0.000028``) is not."""
+    return _ENCODER.encode(to_payload(event))
 
 
 class JsonLinesSink:

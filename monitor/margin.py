@@ -30,10 +30,10 @@ the one that holds the notional at LP" means.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from decimal import Context, Decimal
 from fractions import Fraction
-from itertools import pairwise
 from typing import NamedTuple
 
 from monitor.contracts import Contract
@@ -198,18 +198,47 @@ def solve_price(
     if not legs:
         return None
     edges = [0.0, *_breakpoints(legs), INF] if with_maintenance else [0.0, INF]
-    candidates: list[float] = []
-    left_value: float | None = None  # the previous piece's function at this piece's floor
-    for lo, hi in pairwise(edges):
-        probe = (lo + hi) / 2.0 if hi < INF else (lo * 2.0 if lo > 0.0 else 1.0)
-        a, b, c = _piece_coefficients(legs, probe, with_maintenance)
-        a += constant
-        if left_value is not None:
+    pieces = len(edges) - 1
+    coefficients: dict[int, tuple[float, float, float]] = {}
+
+    def piece(i: int) -> tuple[float, float, float]:
+        found = coefficients.get(i)
+        if found is None:
+            lo, hi = edges[i], edges[i + 1]
+            probe = (lo + hi) / 2.0 if hi < INF else (lo * 2.0 if lo > 0.0 else 1.0)
+            a, b, c = _piece_coefficients(legs, probe, with_maintenance)
+            found = coefficients[i] = (a + constant, b, c)
+        return found
+
+    def distance(i: int) -> float:
+        lo, hi = edges[i], edges[i + 1]
+        return lo - reference if reference < lo else (reference - hi if reference > hi else 0.0)
+
+    # (distance to the reference, order of the exhaustive scan, price): the pieces are visited
+    # nearest first, and the scan stops once no unvisited piece can hold a nearer solution
+    candidates: list[tuple[float, int, float]] = []
+    best = INF
+    down = max(0, min(pieces - 1, bisect_right(edges, reference) - 1))
+    up = down + 1
+    while down >= 0 or up < pieces:
+        near_down = distance(down) if down >= 0 else INF
+        near_up = distance(up) if up < pieces else INF
+        nearest = min(near_down, near_up)
+        if nearest > best + 1e-11 * (abs(reference) + nearest):  # beyond any root's slack
+            break
+        if near_down <= near_up:
+            i, down = down, down - 1
+        else:
+            i, up = up, up + 1
+        lo, hi = edges[i], edges[i + 1]
+        a, b, c = piece(i)
+        if i > 0:  # a jump across zero at this piece's floor (a discontinuous cum) flips it too
+            pa, pb, pc = piece(i - 1)
+            left_value = pa + pb * lo + pc / lo
             right_value = a + b * lo + c / lo
             if (left_value < 0.0 < right_value) or (right_value < 0.0 < left_value):
-                candidates.append(lo)
-        if hi < INF:
-            left_value = a + b * hi + c / hi
+                candidates.append((abs(lo - reference), 2 * i, lo))
+                best = min(best, abs(lo - reference))
         root: float | None = None
         if b != 0.0:
             root = -a / b
@@ -219,7 +248,8 @@ def solve_price(
             continue
         slack = 1e-12 * root
         if lo - slack <= root <= hi + slack:
-            candidates.append(root)
+            candidates.append((abs(root - reference), 2 * i + 1, root))
+            best = min(best, abs(root - reference))
     if not candidates:
         return None
-    return min(candidates, key=lambda root: abs(root - reference))
+    return min(candidates)[2]

@@ -3,16 +3,20 @@
 :func:`parse_decimals` takes the texts of one column of a batch of records (``"123.45"``,
 ``"-0.001"``, ``"7"``) and returns, for each, its float (exactly what ``float(text)`` gives: the
 nearest double), its exact value as a mantissa and a base-10 exponent (``"1.50"`` is
-``(150, -2)``, the exponent kept as written), and whether it took the fast path. The column is
-checked for stray characters in one pass over its joined text, the floats come from one numpy
-conversion, and the mantissas from ``int`` on the text without its dot: no ``Decimal`` per text.
+``(150, -2)``, the exponent kept as written), and whether it took the fast path.
+
+It works on the column as a whole: one check of the characters of the joined text, one numpy
+conversion to floats (which also rejects malformed numbers), the dots located with array
+operations, and the mantissa recovered from the float: a decimal of at most 15 significant
+digits is within half a unit of ``value·10^k`` (``k`` digits after the dot), so rounding that
+product gives the mantissa exactly. No ``Decimal`` and no Python work per text.
 
 The fast path takes plain decimal text only: an optional ``-``, digits with at most one ``.``
-and at least one digit, at most 18 digits (so the mantissa fits 64 bits), and a magnitude
-clearly inside ``[1e-30, 1e30)`` (or zero). Anything else (exponents, long texts, non-ASCII,
-magnitudes near the bounds, garbage) is flagged ``slow``: its record goes through the
-record-by-record parser (``feeds.normalized``), which gives the exact verdict and, for bad input,
-the error that says why.
+and at least one digit, at most 15 digits, and a magnitude clearly inside ``[1e-30, 1e30)``
+(or zero). Anything else (exponents, long texts, non-ASCII, magnitudes near the bounds,
+garbage) is flagged ``slow``: its record goes through the record-by-record parser
+(``feeds.normalized``), which gives the exact verdict and, for bad input, the error that says
+why.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-MAX_CHARACTERS = 20  # a sign, 18 digits and a dot
-_MANTISSA_LIMIT = 10**18
+MAX_DIGITS = 15
 _PLAIN = frozenset("0123456789.-\n")
+_POW10 = 10.0 ** np.arange(MAX_DIGITS + 2)
 
 
 class DecimalColumn(NamedTuple):
@@ -38,47 +42,57 @@ class DecimalColumn(NamedTuple):
 def parse_decimals(texts: list[str]) -> DecimalColumn:
     """See the module docstring."""
     count = len(texts)
-    if count and not set("\n".join(texts)) <= _PLAIN:
-        # a stray character somewhere: find the texts that hold one (rare)
-        bad = [not set(t) <= _PLAIN for t in texts]
-        column = parse_decimals(["0" if b else t for t, b in zip(texts, bad, strict=True)])
-        column.slow[np.array(bad)] = True
-        column.mantissa[column.slow] = 0
-        return column
-    mantissas: list[int] = []
-    exponents: list[int] = []
-    slow = np.zeros(count, dtype=bool)
-    for i, text in enumerate(texts):
-        dot = text.find(".")
-        try:
-            if len(text) > MAX_CHARACTERS:
-                raise ValueError(text)
-            if dot < 0:
-                mantissa, exponent = int(text), 0
-            else:
-                mantissa, exponent = int(text[:dot] + text[dot + 1 :]), dot + 1 - len(text)
-        except ValueError:  # "", "-", ".", "1.2.3", "5-", ...
-            mantissa, exponent = 0, 0
-            slow[i] = True
-        if not -_MANTISSA_LIMIT < mantissa < _MANTISSA_LIMIT:
-            mantissa, exponent = 0, 0
-            slow[i] = True
-        elif mantissa == 0 and text.startswith("-"):
-            slow[i] = True  # a negative zero: its sign would be lost in a mantissa
-        mantissas.append(mantissa)
-        exponents.append(exponent)
-    mantissa_array = np.array(mantissas, dtype=np.int64)
-    exponent_array = np.array(exponents, dtype=np.int8)
-    value = np.zeros(count, dtype=np.float64)
-    if slow.any():
-        fast = ~slow
-        value[fast] = np.array([t for t, s in zip(texts, slow.tolist(), strict=True) if not s])
-    elif count:
-        value[:] = np.array(texts, dtype=np.float64)
+    value = np.zeros(count)
+    mantissa = np.zeros(count, dtype=np.int64)
+    exponent = np.zeros(count, dtype=np.int8)
+    if not count:
+        return DecimalColumn(value, mantissa, exponent, np.zeros(0, dtype=bool))
+    joined = "\n".join(texts) + "\n"
+    if not set(joined) <= _PLAIN:
+        return _one_by_one(texts)
+    try:
+        value = np.array(texts, dtype=np.float64)
+    except ValueError:  # "", "-", "5-", "1.2.3", ...
+        return _one_by_one(texts)
+    data = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
+    starts = np.empty(count, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    dots = np.flatnonzero(data == 46)
+    first_dot = np.searchsorted(dots, starts)
+    dots_in = np.searchsorted(dots, ends) - first_dot
+    has_dot = dots_in > 0
+    dot_at = dots[np.minimum(first_dot, max(len(dots) - 1, 0))] if len(dots) else starts
+    after = np.where(has_dot, ends - dot_at - 1, 0)
+    negative = data[starts] == 45
+    digits = ends - starts - has_dot - negative
+    slow = (dots_in > 1) | (digits > MAX_DIGITS) | (digits < 1)
+    slow |= negative & (value == 0.0)  # a negative zero: its sign would be lost in a mantissa
     magnitude = np.abs(value)
     # clearly inside the accepted range (the bounds themselves are decided exactly)
     slow |= (magnitude != 0.0) & ((magnitude >= 0.999999e30) | (magnitude < 1.000001e-30))
-    mantissa_array[slow] = 0
-    exponent_array[slow] = 0
+    fast = ~slow
+    scale = _POW10[np.minimum(after[fast], MAX_DIGITS + 1)]
+    mantissa[fast] = np.rint(value[fast] * scale).astype(np.int64)
+    exponent[fast] = -after[fast]
     value[slow] = 0.0
-    return DecimalColumn(value, mantissa_array, exponent_array, slow)
+    return DecimalColumn(value, mantissa, exponent, slow)
+
+
+def _one_by_one(texts: list[str]) -> DecimalColumn:
+    """The column with its bad texts found one by one (a column that holds any is rare)."""
+    good = []
+    slow = np.zeros(len(texts), dtype=bool)
+    for i, text in enumerate(texts):
+        if set(text) <= _PLAIN and text:
+            try:
+                float(text)
+            except ValueError:
+                slow[i] = True
+        else:
+            slow[i] = True
+        good.append("0" if slow[i] else text)
+    column = parse_decimals(good)
+    column.slow[slow] = True
+    return column

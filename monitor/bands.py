@@ -82,7 +82,17 @@ def _basis(legs: Sequence[Leg], probe: float) -> _Basis:
 class SymbolCurve:
     """The legs of one symbol of an entity, as functions of that symbol's mark."""
 
-    __slots__ = ("_breakpoints", "basis", "hi", "legs", "lo", "price", "symbol", "uniform")
+    __slots__ = (
+        "_breakpoints",
+        "basis",
+        "convex",
+        "hi",
+        "legs",
+        "lo",
+        "price",
+        "symbol",
+        "uniform",
+    )
 
     def __init__(self, symbol: str, legs: Sequence[Leg], price: float) -> None:
         self.symbol = symbol
@@ -93,11 +103,14 @@ class SymbolCurve:
         a_m = b_m = c_m = a_u = b_u = c_u = 0.0
         signs = 0
         continuous = True
+        convex = True
         for leg in legs:
             contract, qcs, s = leg.contract, leg.qcs, leg.sign
             floors = contract.floors_f
             signs |= 1 if s > 0 else 2
             continuous = continuous and not contract.warnings
+            # linear legs, and inverse longs, have convex terms on convex tables
+            convex = convex and contract.convex and (s > 0 or not contract.is_inverse)
             if contract.is_inverse:
                 t = contract.tier_index(qcs / price)
                 # notional in [floor_t, floor_t+1)  <=>  P in (qcs/floor_t+1, qcs/floor_t]
@@ -123,6 +136,7 @@ class SymbolCurve:
         # every leg on one side, on continuous tables: a term's slope can only change sign
         # between tiers if some tier's rate sits on the other side of β (see monotone())
         self.uniform = continuous and signs != 3
+        self.convex = convex
 
     def monotone(self, threshold: Threshold) -> bool:
         """Whether ``φ`` keeps the sign of its slope on every tier piece (then a search in the
@@ -172,6 +186,18 @@ class SymbolCurve:
         worsening = sign * (b - c / (p0 * p0)) * (1.0 if up else -1.0) > 0.0
         if not worsening and self.monotone(threshold):
             return limit
+        if threshold.rising and self.convex:
+            # φ convex: on [p0, limit] it is at most its value at an end, so if it is still
+            # short of the target at the limit, so it is everywhere before (what the walk below
+            # would find, piece by piece)
+            la_m, lb_m, lc_m, la_u, lb_u, lc_u = _basis(self.legs, limit)
+            la, lb, lc = (
+                alpha * la_m - beta * la_u,
+                alpha * lb_m - beta * lb_u,
+                alpha * lc_m - beta * lc_u,
+            )
+            if la + lb * limit + lc / limit - target < 0.0:
+                return limit
         start = p0
         end = self.hi if up else self.lo
         while True:

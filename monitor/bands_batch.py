@@ -80,6 +80,20 @@ def _thresholds(
         dn = has & (down > 0.0)
         alpha[dn, 5], beta[dn, 5], rising[dn, 5] = 1.0, down[dn], False
         slack[dn, 5] = (mm - down * mb - tol)[dn]
+    # while MM cannot go negative, the rising function of the smallest β and the falling one of
+    # the largest bound the entity (see Evaluator._thresholds); the others are dropped
+    plain = ~negative
+    choices: tuple[tuple[list[int], bool], ...] = (([0, 2, 4], True), ([3, 5], False))
+    for columns, smallest in choices:
+        applies = np.isfinite(slack[:, columns])
+        if smallest:
+            chosen = np.argmin(np.where(applies, beta[:, columns], np.inf), axis=1)
+        else:
+            chosen = np.argmax(np.where(applies, beta[:, columns], -np.inf), axis=1)
+        for k, slot in enumerate(columns):
+            drop = plain & (chosen != k)
+            alpha[drop, slot] = beta[drop, slot] = 0.0
+            slack[drop, slot] = np.inf
     return alpha, beta, rising, slack
 
 
@@ -145,6 +159,9 @@ def batch_bands(
     signs = np.zeros(n_curves, dtype=np.int64)
     np.bitwise_or.at(signs, leg_curve, np.where(s > 0, 1, 2))
     uniform = ~curve_warned & (signs != 3)
+    # convex curves: linear legs and inverse longs on convex tables (see SymbolCurve)
+    convex = np.ones(n_curves, dtype=bool)
+    np.logical_and.at(convex, leg_curve, tiers.convex[m_sid] & ((s > 0) | ~inverse))
     # -- thresholds, slacks, budgets -----------------------------------------------------------
     negative = np.zeros(len(request.mb), dtype=bool)
     if evaluator.negative_mm_possible:
@@ -187,6 +204,7 @@ def batch_bands(
         c_hi,
         basis,
         uniform,
+        convex,
         leg_curve,
         m_sid,
         inverse,
@@ -249,6 +267,7 @@ def _walk(
     hi_curve: np.ndarray,
     basis: tuple[np.ndarray, ...],
     uniform: np.ndarray,
+    convex: np.ndarray,
     leg_curve: np.ndarray,
     leg_sid: np.ndarray,
     inverse: np.ndarray,
@@ -282,6 +301,28 @@ def _walk(
     if mono.any():
         mono &= _monotone(lane_curve, alpha, beta, leg_curve, leg_sid, inverse, s, tiers)
     done = ~worsening & mono
+    # a rising threshold on a convex curve still short of its target at the limit stays short
+    # all the way there (SymbolCurve.edge)
+    check = np.flatnonzero(~done & rising & convex[lane_curve])
+    if len(check):
+        la, lb, lc = _piece(
+            check,
+            lane_curve,
+            limit[check],
+            alpha[check],
+            beta[check],
+            leg_curve,
+            leg_sid,
+            inverse,
+            qcs,
+            s,
+            entry,
+            inv_entry,
+            tiers,
+        )
+        lim = limit[check]
+        short = la + lb * lim + lc / lim - target[check] < 0.0
+        done[check[short]] = True
     edge[done] = limit[done]
     start = p0.copy()
     end = np.where(up, hi_curve[lane_curve], lo_curve[lane_curve])

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -65,6 +66,10 @@ class Contract:
     mmr_f: tuple[float, ...] = ()
     cum_f: tuple[float, ...] = ()
     mm_can_be_negative: bool = False
+    convex: bool = False
+    """``MM`` is convex in the notional: ``cum`` continuous and rates not decreasing by tier (every
+    real table); a position's threshold terms are then convex in its mark (see
+    :mod:`monitor.bands`)."""
     is_inverse: bool = False
     mmr_min: float = 0.0
     mmr_max: float = 0.0
@@ -182,6 +187,7 @@ def make_contract(
         mmr_f=tuple(float(t.mmr) for t in ordered),
         cum_f=tuple(float(t.cum) for t in ordered),
         mm_can_be_negative=any(t.cum > t.floor * t.mmr for t in ordered),
+        convex=not warnings and all(a.mmr <= b.mmr for a, b in pairwise(ordered)),
         is_inverse=kind == "inverse",
         mmr_min=float(min(t.mmr for t in ordered)),
         mmr_max=float(max(t.mmr for t in ordered)),

@@ -311,8 +311,25 @@ class Engine:
 
         Returns the events (in order) and the ticks dropped, by their index in the batch.
         """
+        evaluator = self._evaluator
+        evaluator.deferring = evaluator.batching
+        try:
+            return self._apply_ticks(symbols, marks, texts, stamps)
+        finally:
+            evaluator.deferring = False
+            evaluator.flush()
+
+    def _apply_ticks(
+        self,
+        symbols: Sequence[str],
+        marks: Sequence[float],
+        texts: Sequence[MarkSource],
+        stamps: Sequence[int],
+    ) -> tuple[list[EngineEvent], list[tuple[int, TickDropped]]]:
         events: list[EngineEvent] = []
         dropped: list[tuple[int, TickDropped]] = []
+        evaluator = self._evaluator
+        pending = evaluator.pending_symbols
         ids = self._symbol_ids
         table = self.book.symbols
         mark_ts, price, env_lo, env_hi = (
@@ -347,8 +364,13 @@ class Engine:
                 continue
             self._clock = clock
             due = self._holders(sid) if last < 0 else self._crossed(sid, mark)
+            if pending and sid in pending:  # pinned: its pending entities are due
+                waiting = evaluator.take_pending(sid)
+                due = sorted({*due, *waiting}) if due else waiting
             if due:
-                events.extend(self._evaluator.evaluate(due, ts))
+                events.extend(evaluator.evaluate(due, ts))
+            if pending and sid in pending:
+                evaluator.pin(sid)
             # the tables may have grown (a first tick creates nothing, but be safe)
             mark_ts, price, env_lo, env_hi = (
                 table.v_mark_ts,

@@ -42,12 +42,21 @@ from monitor.events import (
     event_id,
 )
 from monitor.triggers import Triggers
-from monitor.valuation import ExactMark, TierArrays, value_exact, value_many, value_one
+from monitor.valuation import (
+    ExactMark,
+    RowTerms,
+    TierArrays,
+    value_exact,
+    value_many,
+    value_one,
+)
 from monitor.views import entity_ref, leg_of, legs_by_symbol, position_views, sort_key
 
 ONE = Fraction(1)
 BATCH_MIN = 12
 """From this many entities at once, valuation and bands go through the array path."""
+FLUSH_CHUNK = 16_384
+"""Pending entities are banded this many at a time (the arrays of one pass stay small)."""
 
 _LIQUIDATION = Threshold(alpha=1.0, beta=1.0, rising=True)
 _BALANCE_POSITIVE = Threshold(alpha=0.0, beta=1.0, rising=True)
@@ -124,6 +133,13 @@ class Evaluator:
         """Off in the naive baseline, which re-evaluates every holder of a ticked symbol."""
         self.batching = True
         """Off in the naive baseline: every evaluation takes the scalar path."""
+        self.deferring = False
+        """Within one batch of ticks: entities the array path found quiet are banded once, at
+        the end of the batch (:meth:`flush`), not after every tick that touched them; until
+        then each counts as *pending* and every mark that moves one of its symbols evaluates it
+        again (the symbol's envelope is pinned to its mark)."""
+        self.pending: list[np.ndarray] = []
+        self.pending_symbols: dict[int, list[np.ndarray]] = {}
 
     # -- structure ------------------------------------------------------------------------------
 
@@ -226,25 +242,38 @@ class Evaluator:
     def _thresholds(
         self, entity: int, mb: float, mm: float, tolerance: float
     ) -> list[tuple[Threshold, float]]:
-        """Every threshold function that can change the entity's state, with its slack."""
-        thresholds = [(_LIQUIDATION, mb - mm - tolerance)]
-        if self.negative_mm_possible and self.mm_can_be_negative(entity):
-            thresholds.append((_BALANCE_POSITIVE, mb - tolerance))
+        """The threshold functions that can change the entity's state, with their slacks.
+
+        Every one but ``MB > 0`` is ``MM − β·MB``; rising ones (liquidation at β = 1, the
+        next warning level, the published ratio plus its step) fire when the ratio reaches β,
+        falling ones (the re-arm point, the published ratio minus its step) when it drops
+        below β. While MM cannot go negative, a ratio below the smallest rising β is below
+        every other (MB > 0 follows), and one above the largest falling β is above every
+        other: those two functions alone bound the entity, and the others are left out (their
+        bands would only be wider). With a table that lets MM go negative, every function is
+        kept, and ``MB > 0`` with them.
+        """
         level = self.book.entities.v_level[entity]
-        if level + 1 < len(self.levels_f):
-            beta = self.levels_f[level + 1]
-            thresholds.append((self.warn_thresholds[level + 1], beta * mb - mm - tolerance))
-        if level >= 0 and self.rearm_f[level] > 0.0:
-            beta = self.rearm_f[level]
-            thresholds.append((self.rearm_thresholds[level], mm - beta * mb - tolerance))
         shown = self.book.entities.v_shown_ratio[entity]
+        rising: list[Threshold] = [_LIQUIDATION]
+        falling: list[Threshold] = []
+        if level + 1 < len(self.levels_f):
+            rising.append(self.warn_thresholds[level + 1])
+        if level >= 0 and self.rearm_f[level] > 0.0:
+            falling.append(self.rearm_thresholds[level])
         if shown == shown and self.state_move is not None:
             step = self.state_step(shown)
             up, down = shown + step, shown - step
-            thresholds.append((Threshold(1.0, up, rising=True), up * mb - mm - tolerance))
+            rising.append(Threshold(1.0, up, rising=True))
             if down > 0.0:
-                thresholds.append((Threshold(1.0, down, rising=False), mm - down * mb - tolerance))
-        return thresholds
+                falling.append(Threshold(1.0, down, rising=False))
+        if self.negative_mm_possible and self.mm_can_be_negative(entity):
+            chosen = [rising[0], _BALANCE_POSITIVE, *rising[1:], *falling]
+        else:
+            chosen = [min(rising, key=_beta)]
+            if falling:
+                chosen.append(max(falling, key=_beta))
+        return [(t, _slack(t, mb, mm) - tolerance) for t in chosen]
 
     def index_one(self, entity: int, mb: float, mm: float, tolerance: float) -> None:
         """Replace the entity's trigger bands with ones computed at the current marks."""
@@ -323,7 +352,9 @@ class Evaluator:
             calm &= np.abs(ratio - shown) < step
         quiet = np.flatnonzero(calm)
         self.evaluations += len(quiet)
-        if len(quiet):
+        if len(quiet) and self.deferring:
+            self._defer(due[quiet], terms, quiet)
+        elif len(quiet):
             request = BandRequest(
                 entities=due[quiet],
                 mb=mb[quiet],
@@ -336,6 +367,50 @@ class Evaluator:
             self.triggers.set_bands(rows, lo, hi)
         rest: list[int] = due[~calm].tolist()
         return rest
+
+    def _defer(self, entities: np.ndarray, terms: RowTerms, picked: np.ndarray) -> None:
+        """Mark quiet entities pending (see :attr:`deferring`)."""
+        book = self.book
+        self.pending.append(entities)
+        keep = np.isin(terms.owner, picked)
+        sids = terms.sid[keep]
+        marked = ~np.isnan(book.symbols.price[sids])
+        sids = sids[marked]
+        owners = entities[np.searchsorted(picked, terms.owner[keep][marked])]
+        order = np.argsort(sids, kind="stable")
+        sids, owners = sids[order], owners[order]
+        cuts = np.flatnonzero(np.r_[True, sids[1:] != sids[:-1]])
+        for sid, group in zip(sids[cuts].tolist(), np.split(owners, cuts[1:]), strict=True):
+            self.pending_symbols.setdefault(sid, []).append(group)
+            self.pin(sid)
+
+    def take_pending(self, sid: int) -> list[int]:
+        """The pending entities holding ``sid`` (no longer waiting on it: they are due)."""
+        groups = self.pending_symbols.pop(sid)
+        taken: list[int] = np.unique(np.concatenate(groups)).tolist()
+        return taken
+
+    def pin(self, sid: int) -> None:
+        """Every move of this symbol's mark evaluates its pending entities."""
+        symbols = self.book.symbols
+        price = symbols.v_price[sid]
+        symbols.v_env_lo[sid] = price
+        symbols.v_env_hi[sid] = price
+
+    def flush(self) -> None:
+        """Band the pending entities, in one pass (see :attr:`deferring`)."""
+        if not self.pending:
+            return
+        entities = self.book.entities
+        waiting = np.unique(np.concatenate(self.pending))
+        alive = waiting[(entities.kind[waiting] != NONE) & (entities.liquidating[waiting] == 0)]
+        pinned = list(self.pending_symbols)
+        self.pending = []
+        self.pending_symbols = {}
+        for start in range(0, len(alive), FLUSH_CHUNK):  # bounded temporaries
+            self.band_many(alive[start : start + FLUSH_CHUNK])
+        for sid in pinned:
+            self.triggers.refresh_envelope(sid)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -456,6 +531,14 @@ class Evaluator:
         if self.state_move is not None:
             events.append(MarginStateCleared(ts, ref))
         return False
+
+
+def _beta(threshold: Threshold) -> float:
+    return threshold.beta
+
+
+def _slack(t: Threshold, mb: float, mm: float) -> float:
+    return t.beta * mb - t.alpha * mm if t.rising else t.alpha * mm - t.beta * mb
 
 
 def _ratio(mm: Fraction, mb: Fraction) -> float | None:

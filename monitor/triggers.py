@@ -139,6 +139,10 @@ class Triggers:
             self.below.append(EdgeHeap())
             self.holders.append(0)
 
+    def refresh_envelope(self, sid: int) -> None:
+        """The envelope from the heaps' tops (undoing a pin)."""
+        self._envelope(sid)
+
     def _envelope(self, sid: int) -> None:
         symbols = self.book.symbols
         symbols.v_env_hi[sid] = self.above[sid].top()

@@ -93,6 +93,7 @@ class TierArrays:
         self.mmr_max = np.zeros(0)
         self.warned = np.zeros(0, dtype=bool)  # a table whose cum is not continuous
         self.negative = np.zeros(0, dtype=bool)  # a table that lets MM go negative
+        self.convex = np.zeros(0, dtype=bool)  # MM convex in the notional
 
     def refresh(self, book: Book, version: int) -> None:
         if version == self.version and len(self.floor) == len(book.contracts):
@@ -106,6 +107,7 @@ class TierArrays:
         self.mmr_max = np.zeros(count)
         self.warned = np.zeros(count, dtype=bool)
         self.negative = np.zeros(count, dtype=bool)
+        self.convex = np.zeros(count, dtype=bool)
         for sid, contract in enumerate(book.contracts):
             if contract is None:
                 continue
@@ -113,6 +115,7 @@ class TierArrays:
             self.mmr_max[sid] = contract.mmr_max
             self.warned[sid] = bool(contract.warnings)
             self.negative[sid] = contract.mm_can_be_negative
+            self.convex[sid] = contract.convex
             k = len(contract.tiers)
             self.floor[sid, :k] = contract.floors_f
             self.mmr[sid, :k] = contract.mmr_f
@@ -121,29 +124,19 @@ class TierArrays:
 
     def tiers(self, book: Book, sid: np.ndarray, notional: np.ndarray) -> np.ndarray:
         """The tier index of each (symbol, notional): what ``bisect_right(floors, n) - 1``
-        (at least 0) gives for one row."""
-        tier = np.zeros(len(sid), dtype=np.int64)
+        (at least 0) gives for one row. One ``searchsorted`` when every row is of one
+        contract; otherwise the count of each row's floors at or below its notional, over the
+        padded tier table (the same number, for rows of many contracts at once)."""
         if not len(sid):
-            return tier
+            return np.zeros(0, dtype=np.int64)
         first = int(sid[0])
         if (sid == first).all():
             contract = book.contracts[first]
             assert contract is not None  # noqa: S101
-            tier[:] = np.searchsorted(contract.floors_np, notional, side="right") - 1
+            tier = np.searchsorted(contract.floors_np, notional, side="right") - 1
         else:
-            order = np.argsort(sid, kind="stable")
-            sorted_sid = sid[order]
-            starts = np.flatnonzero(np.r_[True, sorted_sid[1:] != sorted_sid[:-1]])
-            ends = np.r_[starts[1:], len(order)]
-            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-                picked = order[start:end]
-                contract = book.contracts[int(sorted_sid[start])]
-                assert contract is not None  # noqa: S101
-                tier[picked] = (
-                    np.searchsorted(contract.floors_np, notional[picked], side="right") - 1
-                )
-        np.maximum(tier, 0, out=tier)
-        return tier
+            tier = (self.floor[sid] <= notional[:, None]).sum(axis=1) - 1
+        return np.maximum(tier, 0).astype(np.int64)
 
 
 class RowTerms:

@@ -315,6 +315,17 @@ class Book:
         assert row == aid  # noqa: S101
         return aid
 
+    def intern_accounts(self, names: list[str]) -> None:
+        """Intern these account names in order (the rows of new accounts made in bulk)."""
+        ids = self.account_names.ids
+        fresh = [name for name in dict.fromkeys(names) if name not in ids]
+        if not fresh:
+            return
+        for name in fresh:
+            self.account_names.intern(name)
+        rows = self.accounts.allocate_many(len(fresh))
+        assert int(rows[0]) == ids[fresh[0]]  # noqa: S101  # one accounts row per name
+
     def leverage_id(self, leverage: Decimal) -> int:
         key = leverage.as_tuple()
         found = self._leverage_ids.get(key)
@@ -346,6 +357,38 @@ class Book:
             accounts.v_first_balance[aid] = row
             self._balance_index[key] = row
         return row
+
+    def balance_rows_for(self, aid: np.ndarray, asset: np.ndarray) -> np.ndarray:
+        """The balance row of each (account, asset) pair, those not there yet made in bulk in
+        the order the pairs first appear, exactly as :meth:`balance_row` with ``create`` would
+        make them one by one (a zero wallet, in front of the account's list)."""
+        keys = ((aid << 20) | asset).tolist()
+        index = self._balance_index
+        fresh = [key for key in dict.fromkeys(keys) if key not in index]
+        if fresh:
+            balances = self.balances
+            rows = balances.allocate_many(len(fresh))
+            fresh_keys = np.array(fresh, dtype=np.int64)
+            owner = fresh_keys >> 20
+            balances.account[rows] = owner
+            balances.asset[rows] = fresh_keys & ((1 << 20) - 1)
+            balances.wallet[rows] = 0.0
+            balances.wallet_m[rows] = 0
+            balances.wallet_e[rows] = 0
+            balances.entity[rows] = NONE
+            # each new row goes in front of its account's list (newest first)
+            order = np.lexsort((-np.arange(len(fresh)), owner))
+            by_account = rows[order]
+            owners = owner[order]
+            last = np.r_[owners[1:] != owners[:-1], True]
+            accounts = self.accounts
+            balances.next[by_account] = np.where(
+                last, accounts.first_balance[owners], np.r_[by_account[1:], NONE]
+            )
+            head = np.r_[True, owners[:-1] != owners[1:]]
+            accounts.first_balance[owners[head]] = by_account[head]
+            index.update(zip(fresh, rows.tolist(), strict=True))
+        return np.array([index[key] for key in keys], dtype=np.int64)
 
     def balance_rows(self, aid: int) -> list[int]:
         rows: list[int] = []

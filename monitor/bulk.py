@@ -104,38 +104,27 @@ class _Stretch:
     def __init__(self, engine: Engine, batch: AccountBatch, start: int, stop: int) -> None:
         book = engine.book
         self.start, self.stop = start, stop
-        count = stop - start
         self.position = batch.is_position[start:stop]
-        accounts = book.account_names.ids
-        assets = book.asset_names.ids
+        names = batch.account[start:stop]
+        self.aid, self.known = _provisional(book.account_names.ids, names)
         symbols = book.symbol_names.ids
-        new_accounts: dict[str, int] = {}
-        new_assets: dict[str, int] = {}
-        aid = np.empty(count, dtype=np.int64)
-        asset = np.empty(count, dtype=np.int64)
-        sid = np.full(count, NONE, dtype=np.int64)
-        known = np.zeros(count, dtype=bool)  # the account existed before the stretch
-        margin_asset = book.margin_asset
-        for k, name in enumerate(batch.account[start:stop]):
-            found = accounts.get(name)
-            if found is None:
-                found = new_accounts.setdefault(name, len(accounts) + len(new_accounts))
-            else:
-                known[k] = True
-            aid[k] = found
-        for k in range(count):
-            if self.position[k]:
-                s = symbols.get(batch.symbol[start + k], NONE)
-                sid[k] = s
-                asset[k] = margin_asset[s] if s != NONE else NONE
-            else:
-                name = batch.asset[start + k]
-                found = assets.get(name)
-                if found is None:
-                    found = new_assets.setdefault(name, len(assets) + len(new_assets))
-                asset[k] = found
-        self.aid, self.asset, self.sid, self.known = aid, asset, sid, known
-        self.new_accounts, self.new_assets = new_accounts, new_assets
+        sid = np.array([symbols.get(name, NONE) for name in batch.symbol[start:stop]])
+        self.sid = np.where(self.position, sid, NONE).astype(np.int64)
+        margin_asset = np.array([*book.margin_asset, NONE], dtype=np.int64)
+        balance_asset, _ = _provisional(book.asset_names.ids, batch.asset[start:stop])
+        self.asset = np.where(self.position, margin_asset[self.sid], balance_asset)
+
+
+def _provisional(ids: dict[str, int], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The id of each name: its interned id, or for a new name the id interning the names in
+    order would give it; and whether it was known."""
+    found = [ids.get(name, NONE) for name in names]
+    known = np.array(found, dtype=np.int64) != NONE
+    if known.all():
+        return np.array(found, dtype=np.int64), known
+    fresh = [name for name in dict.fromkeys(names) if name not in ids]
+    extra = dict(zip(fresh, range(len(ids), len(ids) + len(fresh)), strict=True))
+    return np.array([ids.get(name, extra.get(name, NONE)) for name in names]), known
 
 
 def _ineligible(engine: Engine, batch: AccountBatch, s: _Stretch) -> np.ndarray:
@@ -404,26 +393,25 @@ def _load(engine: Engine, batch: AccountBatch, start: int, stop: int) -> None:
     position = s.position
     isolated = plan.isolated
     # names, in record order (as one-by-one application interns them)
-    aid = np.array([book.account_id(name) for name in batch.account[start:stop]], dtype=np.int64)
-    asset = s.asset.copy()
-    for k in np.flatnonzero(~position).tolist():
-        asset[k] = book.asset_names.intern(batch.asset[start + k])
+    book.intern_accounts(batch.account[start:stop])
+    for name in dict.fromkeys(batch.asset[k + start] for k in np.flatnonzero(~position).tolist()):
+        book.asset_names.intern(name)
+    aid, asset = s.aid, s.asset
     # balance rows, in the order records first touch them
-    balance_row = np.full(count, NONE, dtype=np.int64)
     first_in_group = np.zeros(count, dtype=bool)
     first_in_group[plan.first_position[plan.first_position < count]] = True
-    for k in range(count):
-        if not position[k] or (first_in_group[k] and not isolated[k]):
-            balance_row[k] = book.balance_row(int(aid[k]), int(asset[k]), create=True)
+    needs = np.flatnonzero(~position | (first_in_group & ~isolated))
+    balance_row = np.full(count, NONE, dtype=np.int64)
+    balance_row[needs] = book.balance_rows_for(aid[needs], asset[needs])
     # the last balance of each (account, asset) in the stretch sets its wallet
     balances = book.balances
     bal = np.flatnonzero(~position)
     if len(bal):
-        last = {}
-        for k in bal.tolist():
-            last[int(balance_row[k])] = k
-        rows = np.array(list(last), dtype=np.int64)
-        ks = np.array(list(last.values()), dtype=np.int64) + start
+        rows_of = balance_row[bal]
+        # the last record of each row: first occurrence in the reversed order
+        _, last_reversed = np.unique(rows_of[::-1], return_index=True)
+        ks = bal[len(bal) - 1 - last_reversed] + start
+        rows = balance_row[ks - start]
         balances.wallet_exact.set_many(
             balances.wallet_m,
             balances.wallet_e,

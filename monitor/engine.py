@@ -354,6 +354,11 @@ class Engine:
                 )
                 continue
             mark = marks[i]
+            if pending and last >= 0 and sid in pending and mark != price[sid]:
+                # a pinned symbol moves again: the frame of first marks is over for it. Band
+                # every pending entity at the marks it was valued at, then go on as usual
+                evaluator.flush()
+                pending = evaluator.pending_symbols
             price[sid] = mark
             mark_ts[sid] = ts
             mark_text[sid] = texts[i]
@@ -364,13 +369,8 @@ class Engine:
                 continue
             self._clock = clock
             due = self._holders(sid) if last < 0 else self._crossed(sid, mark)
-            if pending and sid in pending:  # pinned: its pending entities are due
-                waiting = evaluator.take_pending(sid)
-                due = sorted({*due, *waiting}) if due else waiting
             if due:
                 events.extend(evaluator.evaluate(due, ts))
-            if pending and sid in pending:
-                evaluator.pin(sid)
             # the tables may have grown (a first tick creates nothing, but be safe)
             mark_ts, price, env_lo, env_hi = (
                 table.v_mark_ts,

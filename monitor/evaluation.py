@@ -134,10 +134,11 @@ class Evaluator:
         self.batching = True
         """Off in the naive baseline: every evaluation takes the scalar path."""
         self.deferring = False
-        """Within one batch of ticks: entities the array path found quiet are banded once, at
-        the end of the batch (:meth:`flush`), not after every tick that touched them; until
-        then each counts as *pending* and every mark that moves one of its symbols evaluates it
-        again (the symbol's envelope is pinned to its mark)."""
+        """Within one batch of ticks: entities the array path found quiet (at a symbol's first
+        mark) are banded once (:meth:`flush`), not after every first mark that touched them:
+        a frame with the first mark of every symbol bands each entity once. Until then each is
+        *pending*, the envelope of its symbols pinned to their marks; the batch's end, or the
+        next mark of a pinned symbol, bands every pending entity."""
         self.pending: list[np.ndarray] = []
         self.pending_symbols: dict[int, list[np.ndarray]] = {}
 

@@ -7,7 +7,6 @@ from typing import TextIO
 
 from monitor.events import AlertEvent, EngineEvent, StateEvent, to_payload
 
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 

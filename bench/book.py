@@ -21,6 +21,7 @@ the whole process: these are the costs a running service pays, not start-up).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -90,10 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(item, AccountRun):
                     events += len(apply_batch(engine, item.batch)[0])
                 elif isinstance(item, OneRecord):
-                    try:
+                    with contextlib.suppress(RecordRefused):
                         events += len(engine.apply(item.record))
-                    except RecordRefused:
-                        pass
         load_s = time.perf_counter() - started
         # one frame: the first mark of every symbol, near its positions' entries
         prices = _starting_prices(engine)

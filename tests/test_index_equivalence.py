@@ -19,10 +19,10 @@ record stream is kept, and the indexed engine replays it; every record's events 
 from __future__ import annotations
 
 import json
-from contextlib import suppress
 import math
 import random
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any

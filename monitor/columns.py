@@ -51,8 +51,11 @@ class Table:
         self._grow(max(capacity, 16))
 
     def _grow(self, capacity: int) -> None:
-        for name, (dtype, fill) in self.COLUMNS.items():
-            fresh = np.full(capacity, fill, dtype=dtype)
+        """Room for ``capacity`` rows. The room beyond the used rows is left unwritten (the
+        operating system gives it memory only once rows are allocated there), and columns are
+        moved one at a time, so growing costs at most one column twice over."""
+        for name, (dtype, _) in self.COLUMNS.items():
+            fresh = np.empty(capacity, dtype=dtype)
             if self.capacity:
                 fresh[: self.size] = getattr(self, name)[: self.size]
             setattr(self, name, fresh)
@@ -60,13 +63,16 @@ class Table:
         self.capacity = capacity
 
     def allocate(self) -> int:
-        """A row for new data (its :attr:`RESET` cells hold the fill values)."""
+        """A row for new data (its :attr:`RESET` cells hold the fill values; a row never used
+        before holds them in every column)."""
         if self._free:
             return self._free.pop()
         if self.size == self.capacity:
             self._grow(self.capacity * 2)
         row = self.size
         self.size += 1
+        for name, (_, fill) in self.COLUMNS.items():
+            getattr(self, "v_" + name)[row] = fill
         return row
 
     def allocate_many(self, count: int) -> np.ndarray:
@@ -84,6 +90,8 @@ class Table:
         rows = np.concatenate(
             [np.array(reused, dtype=np.int64), np.arange(self.size, needed, dtype=np.int64)]
         )
+        for name, (_, fill) in self.COLUMNS.items():
+            getattr(self, name)[self.size : needed] = fill
         self.size = needed
         return rows
 
@@ -132,8 +140,11 @@ class Table:
         self.size = 0
         self.capacity = 0
         self._grow(capacity)
-        for name in self.COLUMNS:
-            if name not in self.DERIVED:
-                getattr(self, name)[:size] = arrays[prefix + name]
+        for name, (_, fill) in self.COLUMNS.items():
+            column = getattr(self, name)
+            if name in self.DERIVED:
+                column[:size] = fill
+            else:
+                column[:size] = arrays[prefix + name]
         self.size = size
         self._free = [int(r) for r in arrays[prefix + "_free"]]

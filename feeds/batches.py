@@ -24,6 +24,7 @@ a few extra decodes of its buffer, not a slow pass over it. Line numbers are tho
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Annotated, Literal, NamedTuple
 
 import msgspec
@@ -36,6 +37,7 @@ from feeds.normalized import (
     MAX_TS,
     decode,
     exact_numbers,
+    funding_fields,
     parse_object,
     price_of,
     tick_fields,
@@ -63,6 +65,8 @@ class _Tick(msgspec.Struct, tag_field="type", tag="tick", gc=False):
     ts: _Stamp
     symbol: _Name
     mark: str
+    funding_rate: str | None = None
+    funding_ts: int | None = None
 
 
 class _Position(msgspec.Struct, tag_field="type", tag="position", gc=False):
@@ -96,12 +100,17 @@ _Line = _Tick | _Position | _Balance | _Margin
 _DECODER = msgspec.json.Decoder(list[_Line])
 
 
+Funding = tuple[Decimal | None, int | None]
+
+
 class TickRun(NamedTuple):
     lines: Sequence[int]
     symbols: list[str]
     marks: list[float]
     texts: list[MarkSource]
     stamps: list[int]
+    funding: list[Funding] | None = None
+    """Each tick's ``(funding_rate, funding_ts)``, or ``None`` when no tick of the run has any."""
 
 
 class AccountRun(NamedTuple):
@@ -189,8 +198,10 @@ def slow_line(line: bytes, number: int) -> Item:
         obj = decode(line)
         if type(obj) is dict and obj.get("type") == "tick":
             symbol, mark, raw, ts = tick_fields(obj)
+            funding = funding_fields(obj)
             text: MarkSource = raw if type(raw) is str else line
-            return TickRun((number,), [symbol], [mark], [text], [ts])
+            pair = [funding] if funding != (None, None) else None
+            return TickRun((number,), [symbol], [mark], [text], [ts], pair)
         return OneRecord(number, parse_object(exact_numbers(obj, line)))
     except RecordRefused as exc:
         return Refused(number, exc)
@@ -219,6 +230,8 @@ def _runs(structs: list[_Line], first_line: int, data: bytes) -> list[Item]:
 
 
 def _tick_runs(ticks: list[_Tick], first_line: int, data: bytes) -> list[Item]:
+    if any(t.funding_rate is not None or t.funding_ts is not None for t in ticks):
+        return _ticks_one_by_one(ticks, first_line)  # funding fields: checked one by one
     texts = [t.mark for t in ticks]
     marks: list[float] | None = None
     if set("\n".join(texts)) <= _MARK_CHARACTERS and max(map(len, texts)) <= _MAX_MARK_TEXT:
@@ -247,10 +260,14 @@ def _ticks_one_by_one(ticks: list[_Tick], first_line: int) -> list[Item]:
         number = first_line + offset
         try:
             mark = price_of(tick.mark)
+            funding = funding_fields(
+                {"funding_rate": tick.funding_rate, "funding_ts": tick.funding_ts}
+            )
         except MalformedRecord as exc:
             items.append(Refused(number, exc))
             continue
-        items.append(TickRun((number,), [tick.symbol], [mark], [tick.mark], [tick.ts]))
+        pair = [funding] if funding != (None, None) else None
+        items.append(TickRun((number,), [tick.symbol], [mark], [tick.mark], [tick.ts], pair))
     return items
 
 
@@ -404,12 +421,18 @@ def _merged(items: list[Item]) -> list[Item]:
     for item in items:
         last = out[-1] if out else None
         if isinstance(item, TickRun) and isinstance(last, TickRun):
+            funding = None
+            if last.funding is not None or item.funding is not None:
+                funding = (last.funding or [(None, None)] * len(last.symbols)) + (
+                    item.funding or [(None, None)] * len(item.symbols)
+                )
             out[-1] = TickRun(
                 [*last.lines, *item.lines],
                 last.symbols + item.symbols,
                 last.marks + item.marks,
                 last.texts + item.texts,
                 last.stamps + item.stamps,
+                funding,
             )
         else:
             out.append(item)

@@ -5,7 +5,8 @@ stable ``reason``:
 
 ``invalid_json``     the line is not strict JSON (or not UTF-8, or over 1 MiB)
 ``not_an_object``    the JSON value is not an object
-``unknown_type``     ``type`` is missing or not one of contract/balance/position/margin/tick
+``unknown_type``     ``type`` is missing or not one of contract/balance/position/margin/tick/
+                     account_snapshot/account_update/asset_mode/collateral
 ``missing_field``    a required field is absent
 ``invalid_field``    a field has the wrong type or an impossible value (bool for a number,
                      non-integer ``ts``, negative entry, unknown side, ...)
@@ -32,6 +33,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictBool,
     StrictInt,
     ValidationError,
     WithJsonSchema,
@@ -41,7 +43,9 @@ from monitor.contracts import Tier, make_contract
 from monitor.errors import MalformedRecord, TierTableError
 from monitor.records import (
     AccountUpdateRecord,
+    AssetModeRecord,
     BalanceRecord,
+    CollateralRecord,
     ContractRecord,
     MarginRecord,
     PositionRecord,
@@ -174,6 +178,26 @@ class AccountSnapshotIn(_Model):
     positions: list[SnapshotPositionIn] = Field(max_length=10_000)
 
 
+class AssetModeIn(_Model):
+    """docs/collateral.md §1: single-asset (false) or multi-assets (true) mode."""
+
+    type: Literal["asset_mode"]
+    ts: Timestamp
+    account: Name
+    multi_assets: StrictBool
+
+
+class CollateralIn(_Model):
+    """docs/collateral.md §1: a collateral asset's USD price and haircut (checked by the
+    engine: a price that is not positive, or a haircut outside [0, 1), is rejected)."""
+
+    type: Literal["collateral"]
+    ts: Timestamp
+    asset: Name
+    price: ExactDecimal
+    haircut: ExactDecimal
+
+
 class MarginIn(_Model):
     type: Literal["margin"]
     ts: Timestamp
@@ -274,6 +298,22 @@ def parse_account_snapshot(obj: dict[str, Any]) -> AccountUpdateRecord:
     )
 
 
+def parse_asset_mode(obj: dict[str, Any]) -> AssetModeRecord:
+    try:
+        spec = AssetModeIn.model_validate(obj)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+    return AssetModeRecord(spec.ts, spec.account, spec.multi_assets)
+
+
+def parse_collateral(obj: dict[str, Any]) -> CollateralRecord:
+    try:
+        spec = CollateralIn.model_validate(obj)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+    return CollateralRecord(spec.ts, spec.asset, spec.price, spec.haircut)
+
+
 def parse_margin(obj: dict[str, Any]) -> MarginRecord:
     try:
         spec = MarginIn.model_validate(obj)
@@ -301,10 +341,33 @@ def tick_fields(obj: dict[str, Any]) -> tuple[str, float, str | float | int, int
     return symbol, price_of(raw), raw, ts
 
 
+def funding_fields(obj: dict[str, Any]) -> tuple[Decimal | None, int | None]:
+    """A tick's optional ``(funding_rate, funding_ts)`` (docs/collateral.md §3): both or
+    neither; the rate a decimal (it may be negative), the time in ms."""
+    rate = obj.get("funding_rate")
+    when = obj.get("funding_ts")
+    if rate is None and when is None:
+        return None, None
+    if rate is None or when is None:
+        raise MalformedRecord(
+            "invalid_field", "funding_rate and funding_ts come together (one is missing)"
+        )
+    try:
+        exact = to_decimal(rate)
+    except ValueError as exc:
+        raise MalformedRecord("invalid_field", f"funding_rate: {exc}") from None
+    if type(when) is not int or not 0 <= when <= MAX_TS:
+        raise MalformedRecord(
+            "invalid_field", f"funding_ts must be a non-negative integer, got {when!r}"
+        )
+    return exact, when
+
+
 def parse_tick(obj: dict[str, Any]) -> TickRecord:
     """A validated :class:`TickRecord` (see :func:`tick_fields`)."""
     symbol, mark, raw, ts = tick_fields(obj)
-    return TickRecord(ts, symbol, mark, raw)
+    rate, when = funding_fields(obj)
+    return TickRecord(ts, symbol, mark, raw, rate, when)
 
 
 def price_of(raw: object) -> float:
@@ -344,6 +407,8 @@ _PARSERS = {
     "contract": parse_contract,
     "account_snapshot": parse_account_snapshot,
     "account_update": parse_account_snapshot,
+    "asset_mode": parse_asset_mode,
+    "collateral": parse_collateral,
 }
 
 
@@ -432,6 +497,9 @@ def record_json(record: Record, mark_text: str | None = None) -> bytes:
             "symbol": record.symbol,
             "mark": text,
         }
+        if record.funding_rate is not None:
+            body["funding_rate"] = str(record.funding_rate)
+            body["funding_ts"] = record.funding_ts
     elif isinstance(record, BalanceRecord):
         body = {
             "type": "balance",
@@ -455,6 +523,21 @@ def record_json(record: Record, mark_text: str | None = None) -> bytes:
             "symbol": record.symbol,
             "side": record.side,
             "delta": str(record.delta),
+        }
+    elif isinstance(record, AssetModeRecord):
+        body = {
+            "type": "asset_mode",
+            "ts": record.ts,
+            "account": record.account,
+            "multi_assets": record.multi_assets,
+        }
+    elif isinstance(record, CollateralRecord):
+        body = {
+            "type": "collateral",
+            "ts": record.ts,
+            "asset": record.asset,
+            "price": str(record.price),
+            "haircut": str(record.haircut),
         }
     elif isinstance(record, AccountUpdateRecord):
         body = {

@@ -101,12 +101,18 @@ def decimal_of_float(value: float) -> Decimal:
 
 class TickRecord(NamedTuple):
     """A mark price. ``mark`` is the float used on the hot path; ``mark_text`` is the decimal
-    text it came from, or the float itself when the source was a JSON number."""
+    text it came from, or the float itself when the source was a JSON number.
+
+    A tick may carry the symbol's current funding rate and the next funding time it applies to
+    (``funding_ts``, ms), both or neither (docs/collateral.md §3): settled only with funding on.
+    """
 
     ts: int
     symbol: str
     mark: float
     mark_text: MarkSource
+    funding_rate: Decimal | None = None
+    funding_ts: int | None = None
 
     @property
     def mark_exact(self) -> Fraction:
@@ -129,13 +135,38 @@ class AccountUpdateRecord(NamedTuple):
     replace: bool
 
 
-AccountRecord = BalanceRecord | PositionRecord | MarginRecord | AccountUpdateRecord
+class AssetModeRecord(NamedTuple):
+    """Switches an account between single-asset mode (the default: one cross entity per margin
+    asset) and multi-assets mode (one pool of every linear cross position and every wallet,
+    valued in USD); docs/collateral.md §1."""
+
+    ts: int
+    account: str
+    multi_assets: bool
+
+
+class CollateralRecord(NamedTuple):
+    """One unit of ``asset`` is worth ``price`` USD (> 0); as pool collateral its positive
+    equity counts at ``price × (1 − haircut)``, ``0 <= haircut < 1`` (docs/collateral.md §1).
+    Not tied to an account: it re-values every pool holding the asset."""
+
+    ts: int
+    asset: str
+    price: Decimal
+    haircut: Decimal
+
+
+AccountRecord = (
+    BalanceRecord | PositionRecord | MarginRecord | AccountUpdateRecord | AssetModeRecord
+)
 Record = (
     ContractRecord
     | BalanceRecord
     | PositionRecord
     | MarginRecord
     | AccountUpdateRecord
+    | AssetModeRecord
+    | CollateralRecord
     | TickRecord
 )
 

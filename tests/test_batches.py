@@ -35,6 +35,10 @@ GOOD = [
     '{"type":"contract","symbol":"X","kind":"linear","margin_asset":"USDT","contract_size":"1",'
     '"brackets":[{"floor":"0","cap":"1e9","mmr":"0.01","cum":"0"}]}',
     '{"type":"account_snapshot","ts":10,"account":"a","balances":[],"positions":[]}',
+    '{"type":"tick","ts":11,"symbol":"BTCUSDT","mark":"60001","funding_rate":"-0.0001",'
+    '"funding_ts":28800000}',
+    '{"type":"asset_mode","ts":12,"account":"a","multi_assets":true}',
+    '{"type":"collateral","ts":13,"asset":"BTC","price":"60000","haircut":"0.05"}',
 ]
 ODD = [
     "",
@@ -71,6 +75,12 @@ ODD = [
     '{"type":"balance","ts":8,"account":"a","asset":"USDT","wallet":"99999999999999999999.5"}',
     '{"type":"margin","ts":9,"account":"b","symbol":"BTCUSDT","side":"long","delta":"x"}',
     '{"type":"mystery","ts":1}',
+    '{"type":"tick","ts":11,"symbol":"BTCUSDT","mark":"60001","funding_rate":"x",'
+    '"funding_ts":28800000}',
+    '{"type":"tick","ts":11,"symbol":"BTCUSDT","mark":"60001","funding_ts":28800000}',
+    '{"type":"tick","ts":11,"symbol":"BTCUSDT","mark":"60001","funding_rate":0.0001,'
+    '"funding_ts":5}',
+    '{"type":"asset_mode","ts":12,"account":"a","multi_assets":"yes"}',
 ]
 
 
@@ -89,7 +99,15 @@ def _expected(text: str) -> list[tuple[int, Any]]:
 
 def _canonical(record: Any, line: bytes) -> Any:
     if isinstance(record, TickRecord):
-        return ("tick", record.ts, record.symbol, record.mark, record.mark_exact)
+        return (
+            "tick",
+            record.ts,
+            record.symbol,
+            record.mark,
+            record.mark_exact,
+            record.funding_rate,
+            record.funding_ts,
+        )
     return record
 
 
@@ -117,12 +135,11 @@ def _decoded(text: str, cut: int | None = None) -> list[tuple[int, Any]]:
         for item in decode_buffer(piece, first):
             if isinstance(item, TickRun):
                 for i, number in enumerate(item.lines):
+                    rate, when = item.funding[i] if item.funding else (None, None)
                     record = TickRecord(
-                        item.stamps[i], item.symbols[i], item.marks[i], item.texts[i]
+                        item.stamps[i], item.symbols[i], item.marks[i], item.texts[i], rate, when
                     )
-                    out.append(
-                        (number, ("tick", record.ts, record.symbol, record.mark, record.mark_exact))
-                    )
+                    out.append((number, _canonical(record, b"")))
             elif isinstance(item, AccountRun):
                 for i, number in enumerate(item.lines):
                     out.append((number, item.batch.record(i)))

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from alerts.console import ConsoleSink
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink
+from alerts.mqtt import MqttSink, engine_notional
 from alerts.sink import EventSink, FanOutSink
 from alerts.topics import ALERT_KINDS
 from feeds.brackets import BracketFileError, load_brackets
@@ -38,12 +38,15 @@ from liqmon.record import render_recording, run_recording
 from liqmon.replay import progress_for, replay_file
 from liqmon.service import run_service
 from liqmon.settings import ServiceSettings, load_settings, masked
+from liqmon.shock import render_answer, render_combined
+from liqmon.shock_mqtt import ShockResponder, ask_instances
 from liqmon.summary import ReplayStats, render
 from liqmon.tail import tail
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.errors import ConfigError, RecordRefused
 from monitor.records import ContractRecord
+from monitor.shock import parse_move, shock
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 1
@@ -61,6 +64,15 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a positive number")
     return value
+
+
+def _move(text: str) -> tuple[str, str]:
+    """``SYMBOL=MOVE`` checked now (a bad one is a usage error), kept as the user wrote it."""
+    try:
+        symbol, _ = parse_move(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return symbol, text.partition("=")[2].strip()
 
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the end-of-run summary as JSON to PATH",
     )
     _engine_options(replay)
+    whatif = replay.add_argument_group("what-if shock of the final book")
+    whatif.add_argument(
+        "--shock",
+        action="append",
+        default=[],
+        type=_move,
+        metavar="SYMBOL=MOVE",
+        help="after the replay, what a move of SYMBOL's last mark (-8%%, +5%%, -0.08) would "
+        "cause as the next tick, all --shock symbols at once; repeatable",
+    )
+    whatif.add_argument(
+        "--shock-json",
+        metavar="PATH",
+        default=None,
+        help="also write the shock's answer as JSON to PATH",
+    )
     capture = replay.add_argument_group("exchange-native captures")
     capture.add_argument(
         "--format",
@@ -156,6 +184,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="order and pace ticks by exchange or by local receive time",
     )
     add_mqtt_options(replay, publishing=True)
+
+    ask = commands.add_parser(
+        "shock",
+        help="ask every running instance what a move of the marks would cause (what-if)",
+        description="Send one what-if request over MQTT 5 to every liqmon instance on the "
+        "broker; each answers for its own book with the events the moves would cause as the "
+        "next ticks (nothing changes). Prints each instance's answer and their sum.",
+    )
+    ask.add_argument(
+        "--move",
+        action="append",
+        required=True,
+        type=_move,
+        metavar="SYMBOL=MOVE",
+        help="a move of SYMBOL's last mark: -8%%, +5%%, -0.08; repeatable (all at once)",
+    )
+    ask.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="wait at most S seconds for the answers (default: %(default)s; it returns as "
+        "soon as every online instance answered)",
+    )
+    ask.add_argument("--json", action="store_true", help="print the summed answer as JSON")
+    add_mqtt_options(ask, publishing=False)
 
     tail = commands.add_parser(
         "tail",
@@ -312,6 +366,17 @@ def _finish(stats: ReplayStats, summary_json: TextIO | None = None) -> int:
     return EXIT_UNREADABLE if stats.failure else EXIT_OK
 
 
+def _shock_final_book(
+    engine: Engine, moves: list[tuple[str, str]], shock_json: TextIO | None
+) -> None:
+    """``replay --shock``: the what-if of the book the replay ended with, after the summary."""
+    result = shock(engine, dict(parse_move(f"{symbol}={move}") for symbol, move in moves))
+    body = result.as_dict()
+    print(render_answer({**body, "as_of_ts": engine.clock}), file=sys.stderr)
+    if shock_json is not None:
+        shock_json.write(json.dumps(body, indent=2) + "\n")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     stats = ReplayStats(source=args.file)
     engine = _engine(args, stats)
@@ -321,6 +386,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             summary_json = (
                 stack.enter_context(open(args.summary_json, "w", encoding="utf-8"))
                 if args.summary_json
+                else None
+            )
+            shock_json = (
+                stack.enter_context(open(args.shock_json, "w", encoding="utf-8"))
+                if args.shock_json
                 else None
             )
         except OSError as exc:
@@ -333,11 +403,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 open_outbox(args),
                 version=__version__,
                 drain_timeout_s=args.drain_timeout_s,
+                notional_of=engine_notional(lambda: engine),
             )
             sink = FanOutSink(sink, mqtt)
+        if shock_json is not None and not args.shock:
+            raise ConfigError("--shock-json needs at least one --shock SYMBOL=MOVE")
         result = asyncio.run(_replay(args, engine, sink, mqtt))
         result.warnings[:0] = stats.warnings
-        return _finish(result, summary_json)
+        status = _finish(result, summary_json)
+        if args.shock:
+            _shock_final_book(engine, args.shock, shock_json)
+        return status
 
 
 async def _replay(
@@ -358,8 +434,13 @@ async def _replay(
             f"{args.file} already is normalized records"
         )
     async with asyncio.TaskGroup() as tasks:
+        responder: asyncio.Task[None] | None = None
         if mqtt is not None:
-            tasks.create_task(mqtt.run())
+            tasks.create_task(mqtt.run(), name="mqtt-sink")
+            if mqtt.settings.protocol == "5":  # while it replays, it answers what-if requests
+                responder = tasks.create_task(
+                    ShockResponder(mqtt.settings, lambda: engine).run(), name="shock-responder"
+                )
         try:
             if fmt == "normalized":
                 stats = await replay_file(
@@ -380,6 +461,8 @@ async def _replay(
                 )
         finally:
             await sink.close()
+            if responder is not None:
+                responder.cancel()
     if mqtt is not None:
         m = mqtt.stats()
         stats.notes.append(
@@ -393,6 +476,27 @@ async def _replay(
                 f"the outbox {mqtt.outbox.directory} and are sent on the next start"
             )
     return stats
+
+
+def cmd_shock(args: argparse.Namespace) -> int:
+    settings = mqtt_settings(args)
+    if settings.protocol != "5":
+        raise ConfigError("shock: request/response needs MQTT 5 (--mqtt-protocol 5)")
+    combined = asyncio.run(ask_instances(settings, dict(args.move), timeout_s=args.timeout))
+    if combined is None:
+        print(
+            f"liqmon: shock: no connection to {settings.display_url()} within {args.timeout:g} s",
+            file=sys.stderr,
+        )
+        return EXIT_UNREADABLE
+    if args.json:
+        print(json.dumps(combined, indent=2))
+    else:
+        print(render_combined(combined))
+    if not combined["instances"]:
+        print(f"liqmon: shock: no instance answered within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_UNREADABLE
+    return EXIT_OK
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -506,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "tail":
             return cmd_tail(args)
+        if args.command == "shock":
+            return cmd_shock(args)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "config":

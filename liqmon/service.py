@@ -2,7 +2,8 @@
 
 One :class:`asyncio.TaskGroup` owns every task: the MQTT sink's connection, the HTTP endpoint,
 the tick source (a venue feed, or a recorded file), the account-input subscription, the feed
-health clock, and the engine loop. Producers put inputs on one bounded queue (back-pressure: a
+health clock, the what-if responder (:class:`~liqmon.shock_mqtt.ShockResponder`, which only
+reads the engine), and the engine loop. Producers put inputs on one bounded queue (back-pressure: a
 full queue makes them wait); the engine loop is the queue's only consumer, so the engine is never
 touched concurrently.
 
@@ -35,7 +36,7 @@ import orjson
 import structlog
 
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink, Received, subscribe
+from alerts.mqtt import MqttSink, Received, engine_notional, subscribe
 from alerts.outbox import Outbox
 from alerts.sink import EventSink
 from alerts.topics import feed_event_topic
@@ -58,6 +59,7 @@ from liqmon import __version__
 from liqmon.ops import Metrics, serve
 from liqmon.persistence import SinkMark, StateStore
 from liqmon.settings import ServiceSettings
+from liqmon.shock_mqtt import ShockResponder
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
 from monitor.events import EngineEvent, StateEvent
@@ -206,7 +208,12 @@ class Service:
             )
         if self.settings.mqtt.url:
             outbox = Outbox(state_dir / "outbox", fsync=self.settings.state.fsync)
-            self.mqtt = MqttSink(self.settings.mqtt.client_settings(), outbox, version=__version__)
+            self.mqtt = MqttSink(
+                self.settings.mqtt.client_settings(),
+                outbox,
+                version=__version__,
+                notional_of=engine_notional(lambda: self.engine),
+            )
             self.sinks.append(
                 GuardedSink(self.mqtt, SinkMark(state_dir, "mqtt"), outbox.last_message_id)
             )
@@ -681,6 +688,8 @@ class Service:
                     self.http_port = bound[0] if bound else http.port
                 await self.restore()
                 side.extend(tasks.create_task(p) for p in self._producers())
+                if (responder := self._shock_responder()) is not None:
+                    side.append(tasks.create_task(responder.run(), name="shock-responder"))
                 await self._engine_loop()
                 for task in side:
                     task.cancel()
@@ -708,6 +717,14 @@ class Service:
         if self.settings.mqtt.url and self.settings.mqtt.accounts_input:
             producers.append(self._account_input())
         return producers
+
+    def _shock_responder(self) -> ShockResponder | None:
+        """What-if requests answered from the book (see :mod:`liqmon.shock_mqtt`): the engine
+        is only read, between two inputs of the engine loop (one event loop, one thread)."""
+        mqtt = self.settings.mqtt
+        if self.mqtt is None or not mqtt.answer_shocks or mqtt.protocol != "5":
+            return None
+        return ShockResponder(self.mqtt.settings, lambda: self.engine)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""

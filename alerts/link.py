@@ -14,9 +14,9 @@ messages have all arrived (the dashboard's book).
 private topic of its own, and publishes a marker there. A broker sends the retained messages of a
 subscription right after acknowledging it, and delivers one connection's messages in order, so
 when the marker comes back every retained message of the filters has been handed to
-``on_message``. ``on_connect`` is called before subscribing and ``on_synced`` at the barrier: a
-reader that rebuilds retained state from scratch on each connection drops, at the barrier, what
-the broker no longer holds.
+``on_message``. ``on_connect`` is called before subscribing, ``on_synced`` at the barrier and
+``on_disconnect`` when the connection is lost: a reader that rebuilds retained state from
+scratch on each connection drops, at the barrier, what the broker no longer holds.
 
 Messages are decoded as in :func:`alerts.mqtt.subscribe` (JSON objects; an empty payload is a
 cleared retained message, ``body=None``); MQTT 5 request properties (Response Topic,
@@ -107,6 +107,7 @@ class MqttLink:
         identifier: str | None = None,
         on_connect: Callable[[], None] | None = None,
         on_synced: Callable[[], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.filters = filters
@@ -114,6 +115,7 @@ class MqttLink:
         self._on_message = on_message
         self._on_connect = on_connect
         self._on_synced = on_synced
+        self._on_disconnect = on_disconnect
         self._client: aiomqtt.Client | None = None
         self._sync_topic = f"{settings.prefix}/link/sync/{self.identifier}"
         self._sync_marker = b""
@@ -219,8 +221,11 @@ class MqttLink:
                 self._lost()
 
     def _lost(self) -> None:
+        was_connected = self._client is not None
         self._client = None
         self.synced.clear()
+        if was_connected and self._on_disconnect is not None:
+            self._on_disconnect()
 
     async def _deliver(self, message: aiomqtt.Message) -> None:
         if str(message.topic) == self._sync_topic:

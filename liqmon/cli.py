@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from feeds.frames import VENUES
 from feeds.live import FeedFailed, FeedSpec
 from liqmon import __version__, logs
 from liqmon.capture_replay import replay_capture
+from liqmon.dashboard.access import Access
+from liqmon.dashboard.server import DashboardOptions, run_dashboard
 from liqmon.demo import run_demo
 from liqmon.mqtt_options import add_mqtt_options, mqtt_settings, open_outbox
 from liqmon.record import render_recording, run_recording
@@ -210,6 +213,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--json", action="store_true", help="print the summed answer as JSON")
     add_mqtt_options(ask, publishing=False)
+
+    dash = commands.add_parser(
+        "dashboard",
+        help="the ops page: every instance's book, alerts, ladders, health and what-if",
+        description="Subscribe to the topic tree of every liqmon instance on the broker and "
+        "serve one page that shows it live (WebSocket). Binds loopback by default; any other "
+        "address needs --token or --basic-auth (or LIQMON_DASHBOARD_TOKEN).",
+    )
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    dash.add_argument(
+        "--port", type=int, default=8050, help="HTTP port, 0 for any free (default: %(default)s)"
+    )
+    auth = dash.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--token",
+        default=os.environ.get("LIQMON_DASHBOARD_TOKEN") or None,
+        help="require this token (Authorization: Bearer, or open the page as /?token=T; "
+        "default: $LIQMON_DASHBOARD_TOKEN)",
+    )
+    auth.add_argument("--basic-auth", metavar="USER:PASS", help="require HTTP basic auth")
+    dash.add_argument(
+        "--alerts",
+        type=int,
+        default=1000,
+        help="alerts kept since start, shown to a late browser (default: %(default)s)",
+    )
+    dash.add_argument(
+        "--ladder-step",
+        type=_positive_float,
+        default=1.0,
+        metavar="PCT",
+        help="width of a liquidation-ladder bucket, %% of the mark (default: %(default)s)",
+    )
+    dash.add_argument(
+        "--ladder-buckets",
+        type=int,
+        default=10,
+        help="buckets on each side of the mark (default: %(default)s)",
+    )
+    dash.add_argument(
+        "--shock-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="how long a what-if waits for the instances' answers (default: %(default)s)",
+    )
+    add_mqtt_options(dash, publishing=False)
 
     tail = commands.add_parser(
         "tail",
@@ -499,6 +549,29 @@ def cmd_shock(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    settings = mqtt_settings(args)
+    if settings.protocol != "5":
+        raise ConfigError("dashboard: the what-if panel needs MQTT 5 (--mqtt-protocol 5)")
+    if args.alerts < 1 or args.ladder_buckets < 1:
+        raise ConfigError("dashboard: --alerts and --ladder-buckets must be positive")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("dashboard: --port must be between 0 and 65535")
+    options = DashboardOptions(
+        mqtt=settings,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        basic=Access.parse_basic(args.basic_auth) if args.basic_auth else None,
+        alerts_kept=args.alerts,
+        ladder_step_pct=args.ladder_step,
+        ladder_buckets=args.ladder_buckets,
+        shock_timeout_s=args.shock_timeout,
+    )
+    Access(options.host, token=options.token, basic=options.basic)  # refuse a bad bind now
+    return run_dashboard(options)
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     asyncio.run(tail(mqtt_settings(args), account=args.account, kind=args.kind, state=args.state))
     return EXIT_OK
@@ -612,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_tail(args)
         if args.command == "shock":
             return cmd_shock(args)
+        if args.command == "dashboard":
+            return cmd_dashboard(args)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "config":

@@ -47,6 +47,9 @@ from monitor.errors import LiqmonError
 
 log = structlog.get_logger("liqmon.link")
 
+SYNC_TIMEOUT_S = 600.0
+"""The marker's acknowledgement may queue behind every retained message of the filters."""
+
 
 class LinkDown(LiqmonError):
     """The link has no connection to the broker at the moment (it is reconnecting)."""
@@ -123,6 +126,7 @@ class MqttLink:
         """Set at the barrier of the current connection; cleared while disconnected."""
         self.connections = 0
         self.malformed = 0
+        self._fresh = False
 
     @property
     def connected(self) -> bool:
@@ -190,35 +194,50 @@ class MqttLink:
         attempt = 0
         s = self.settings
         while True:
+            error = ""
             try:
-                async with self._make_client() as client:
-                    if self._on_connect is not None:
-                        self._on_connect()
-                    for topic_filter in self.filters:
-                        await client.subscribe(topic_filter, qos=1)
-                    await client.subscribe(self._sync_topic, qos=1)
-                    self._client = client
-                    self.connections += 1
-                    attempt = 0
-                    log.info("mqtt_link_connected", broker=s.display_url(), client=self.identifier)
-                    self._sync_marker = orjson.dumps({"sync": secrets.token_hex(8)})
-                    await client.publish(self._sync_topic, self._sync_marker, qos=1)
-                    async for message in client.messages:
-                        await self._deliver(message)
-            except aiomqtt.MqttError as exc:
-                delay = reconnect_delay(attempt)
-                attempt += 1
-                log.warning(
-                    "mqtt_link_disconnected",
-                    broker=s.display_url(),
-                    client=self.identifier,
-                    error=str(exc),
-                    retry_in_s=round(delay, 3),
-                )
-                self._lost()
-                await asyncio.sleep(delay)
+                await self._connection()
+            except* aiomqtt.MqttError as group:
+                error = str(group.exceptions[0])
             finally:
                 self._lost()
+            if self._fresh:  # it was connected this time: the backoff starts again
+                attempt = 0
+            delay = reconnect_delay(attempt)
+            attempt += 1
+            log.warning(
+                "mqtt_link_disconnected",
+                broker=s.display_url(),
+                client=self.identifier,
+                error=error,
+                retry_in_s=round(delay, 3),
+            )
+            await asyncio.sleep(delay)
+
+    async def _connection(self) -> None:
+        """One connection, until it fails (an MQTT error, possibly in a group)."""
+        self._fresh = False
+        async with self._make_client() as client, asyncio.TaskGroup() as tasks:
+            if self._on_connect is not None:
+                self._on_connect()
+            self._client = client
+            self.connections += 1
+            self._fresh = True
+            # messages are taken while the subscriptions are made: a broker holding 100,000
+            # retained states sends them all before the marker comes back
+            tasks.create_task(self._subscribe(client), name="mqtt-link-subscribe")
+            async for message in client.messages:
+                await self._deliver(message)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """The private sync topic, then every filter in one SUBSCRIBE (its retained messages
+        follow its acknowledgement), then the marker, which comes back after all of them."""
+        s = self.settings
+        await client.subscribe(self._sync_topic, qos=1)
+        await client.subscribe([(topic_filter, 1) for topic_filter in self.filters])
+        log.info("mqtt_link_connected", broker=s.display_url(), client=self.identifier)
+        self._sync_marker = orjson.dumps({"sync": secrets.token_hex(8)})
+        await client.publish(self._sync_topic, self._sync_marker, qos=1, timeout=SYNC_TIMEOUT_S)
 
     def _lost(self) -> None:
         was_connected = self._client is not None

@@ -171,7 +171,8 @@ function scheduleRender() {
 }
 
 function render() {
-  lastRender = performance.now();
+  const began = performance.now();
+  lastRender = began;
   const firstAfterSnapshot = state.dirty.book && state.snapshots > 0 && !window.liqmonStats.bookReady;
   if (state.dirty.book) { rebuildLines(); renderSummary(); }
   renderBook(state.dirty.book);
@@ -183,6 +184,10 @@ function render() {
   for (const k of Object.keys(state.dirty)) state.dirty[k] = false;
   state.renders += 1;
   window.liqmonStats.renders = state.renders;
+  const took = performance.now() - began;
+  const times = (window.liqmonStats.renderMs ||= []);
+  times.push(took);
+  if (times.length > 200) times.shift();
   document.body.dataset.renders = String(state.renders);
   if (firstAfterSnapshot) {
     window.liqmonStats.bookReady = performance.now();
@@ -265,11 +270,14 @@ function fillLine(line, entry, k) {
   node.dataset.account = a[R.account];
   node.dataset.level = a[R.level] === null ? "" : String(a[R.level]);
   node.dataset.first = first ? "1" : "0";
+  node.dataset.sort = String(entry.sv);
   const cross = a[R.scope] === "c";
+  node.dataset.ref = cross ? `${a[R.account]}/cross/${a[R.asset]}` : `${a[R.account]}/isolated/${a[R.symbol]}/${a[R.side]}`;
   c[1].textContent = a[R.account];
   c[1].title = a[R.account];
   c[2].textContent = first ? (cross ? "cross" : "isolated") : "";
-  c[3].textContent = first ? (cross ? a[R.asset] : `${a[R.symbol]} ${a[R.side]}`) : "";
+  c[3].textContent = first ? (cross ? a[R.asset] : a[R.symbol]) : "";
+  c[3].title = first ? (cross ? `cross, margin asset ${a[R.asset]}` : `${a[R.symbol]} ${a[R.side]}, margin asset ${a[R.asset]}`) : "";
   c[4].textContent = first ? (a[R.liquidating] ? "LIQ." : ratio(a[R.ratio])) : "";
   c[4].title = first && a[R.level] !== null ? `alert level ${a[R.level]}` : "";
   c[5].textContent = first ? money(a[R.mb]) : "";
@@ -289,7 +297,8 @@ function fillLine(line, entry, k) {
     c[11].dataset.pct = "";
   } else {
     const d = ((p[P.liq] - p[P.mark]) / p[P.mark]) * 100;
-    c[11].textContent = (d <= 0 ? "↓" : "↑") + Math.abs(d).toFixed(2) + "%";
+    const away = Math.abs(d);
+    c[11].textContent = (d <= 0 ? "↓" : "↑") + (away >= 1000 ? ">999" : away >= 100 ? away.toFixed(0) : away.toFixed(2)) + "%";
     c[11].className = "c-dist num" + (Math.abs(d) < NEAR_PCT ? " near" : "");
     c[11].dataset.pct = String(d);
   }
@@ -380,7 +389,7 @@ function renderLadder() {
   };
   const rows = [];
   for (let i = ladder.above.length - 1; i >= 0; i--) rows.push(row("above", ladder.above[i]));
-  rows.push(el("tr", { class: "mark" }, el("td", { textContent: "mark" }), el("td", { className: "num", textContent: price(ladder.mark) }), el("td", { textContent: "▲ shorts liquidate above · longs below ▼" }), el("td")));
+  rows.push(el("tr", { class: "mark" }, el("td", { textContent: "mark" }), el("td", { className: "num", textContent: price(ladder.mark) }), el("td", { textContent: "▲ shorts · longs ▼", title: "shorts liquidate above the mark, longs below" }), el("td")));
   $("ladder").tHead.rows[0].cells[2].textContent = `notional${asset ? " (" + asset + ")" : ""}, at the mark`;
   for (const b of ladder.below) rows.push(row("below", b));
   body.replaceChildren(...rows);
@@ -485,9 +494,13 @@ function showWhatIfError(text) {
   $("whatif-result").dataset.state = "error";
 }
 
+function outcomeRef(o) {
+  return o.scope === "cross" ? `${o.account}/cross/${o.asset}` : `${o.account}/isolated/${o.symbol}/${o.side}`;
+}
+
 function outcomeTable(caption, items, columns) {
   const head = el("tr", {}, ...columns.map(([label, , num]) => el("th", { className: num ? "num" : "", textContent: label })));
-  const rows = items.slice(0, RESULT_ROWS).map((o) => el("tr", { class: caption.toLowerCase().split(" ")[0], data: { account: o.account, instance: o.instance, scope: o.scope } },
+  const rows = items.slice(0, RESULT_ROWS).map((o) => el("tr", { class: caption.toLowerCase().split(" ")[0], data: { account: o.account, instance: o.instance, ref: outcomeRef(o), level: o.level === undefined ? "" : String(o.level) } },
     ...columns.map(([, value, num]) => el("td", { className: num ? "num" : "", textContent: value(o) }))));
   const table = el("table", {}, el("caption", { textContent: `${caption} (${nfInt.format(items.length)})` }), el("thead", {}, head), el("tbody", {}, ...rows));
   if (items.length > RESULT_ROWS) table.append(el("tfoot", {}, el("tr", {}, el("td", { colSpan: columns.length, className: "muted", textContent: `… and ${nfInt.format(items.length - RESULT_ROWS)} more` }))));
@@ -501,10 +514,10 @@ function showWhatIf(m) {
   const a = m.answer;
   const t = a.totals;
   const parts = [];
-  const who = a.instances.length
+  const answered = a.instances.length
     ? `${a.instances.length} of ${a.asked.length || a.instances.length} online instances answered in ${Math.round(a.waited_ms)} ms`
     : `no instance answered within the timeout (asked: ${a.asked.join(", ") || "none online"})`;
-  parts.push(el("div", { class: "status", textContent: who + (a.missing.length ? ` · no answer from ${a.missing.join(", ")}` : "") }));
+  parts.push(el("div", { class: "status", textContent: answered + (a.missing.length ? ` · no answer from ${a.missing.join(", ")}` : "") }));
   for (const [name, r] of Object.entries(a.refusals || {})) parts.push(el("div", { class: "error", textContent: `${name} refused: ${r.error}: ${r.detail}` }));
   const moved = Object.entries(a.moves).map(([s, mv]) => {
     const marks = Object.values((a.marks || {})[s] || {});
@@ -516,11 +529,11 @@ function showWhatIf(m) {
   const shortfall = Object.entries(t.shortfall).map(([asset, v]) => `${money(v)} ${asset}`).join(" + ") || "0";
   parts.push(el("div", { class: "totals", id: "whatif-totals", data: { liquidations: String(t.liquidations), warnings: String(t.warnings), recoveries: String(t.recoveries) },
     textContent: `${t.liquidations} liquidations · loss ${loss} · shortfall ${shortfall} · ${t.warnings} warnings · ${t.recoveries} recoveries · ${nfInt.format(t.entities_valued)} entities valued` }));
-  const who2 = ["instance", (o) => o.instance];
+  const who = a.instances.length > 1 ? [["instance", (o) => o.instance]] : [];
   const ent = ["entity", (o) => `${o.account} ${entityLabel(o)}`];
-  if (a.liquidations.length) parts.push(outcomeTable("Liquidations", a.liquidations, [ent, ["loss", (o) => `${money(o.loss)} ${o.asset}`, true], ["shortfall", (o) => `${money(o.shortfall)} ${o.asset}`, true], ["ratio", (o) => ratio(o.margin_ratio), true], who2]));
-  if (a.warnings.length) parts.push(outcomeTable("Warnings", a.warnings, [ent, ["level", (o) => String(o.level), true], ["ratio", (o) => ratio(o.margin_ratio), true], who2]));
-  if (a.recoveries.length) parts.push(outcomeTable("Recoveries", a.recoveries, [ent, ["ratio", (o) => ratio(o.margin_ratio), true], who2]));
+  if (a.liquidations.length) parts.push(outcomeTable("Liquidations", a.liquidations, [ent, ["loss", (o) => `${money(o.loss)} ${o.asset}`, true], ["shortfall", (o) => `${money(o.shortfall)} ${o.asset}`, true], ["ratio", (o) => ratio(o.margin_ratio), true], ...who]));
+  if (a.warnings.length) parts.push(outcomeTable("Warnings", a.warnings, [ent, ["level", (o) => String(o.level), true], ["ratio", (o) => ratio(o.margin_ratio), true], ...who]));
+  if (a.recoveries.length) parts.push(outcomeTable("Recoveries", a.recoveries, [ent, ["ratio", (o) => ratio(o.margin_ratio), true], ...who]));
   out.replaceChildren(...parts);
   out.dataset.state = "answered";
 }
@@ -533,7 +546,10 @@ function connect() {
   ws.addEventListener("open", () => { retries = 0; state.connected = true; scheduleRender(); });
   ws.addEventListener("message", (event) => {
     const m = JSON.parse(event.data);
-    if (m.t === "snapshot") applySnapshot(m);
+    if (m.t === "snapshot") {
+      applySnapshot(m);
+      window.liqmonStats.lastSnapshot.chars = event.data.length;
+    }
     else if (m.t === "delta") applyDelta(m);
     else if (m.t === "shock_answer") showWhatIf(m);
     scheduleRender();

@@ -13,7 +13,7 @@ import pytest
 from alerts.mqtt import engine_notional, state_payload
 from alerts.sink import MemorySink
 from alerts.topics import event_topic, state_topic, status_topic
-from liqmon.dashboard.book import POSITION_FIELDS, ROW_FIELDS, Book
+from liqmon.dashboard.book import ROW_FIELDS, Book
 from liqmon.replay import replay_file
 from monitor.config import EngineConfig
 from monitor.engine import Engine
@@ -45,9 +45,18 @@ def _feed_states(book: Book, engine: Engine) -> dict[str, dict[str, Any]]:
 def _row(book: Book, key: str) -> dict[str, Any]:
     row = book.row(key)
     assert row is not None
-    named = dict(zip(ROW_FIELDS, row, strict=True))
-    named["positions"] = [dict(zip(POSITION_FIELDS, p, strict=True)) for p in named["positions"]]
-    return named
+    return row
+
+
+def _whole(book: Book, chunk_rows: int = 10_000) -> dict[str, Any]:
+    """The snapshot's messages put back together (the first, with the rows of the rest)."""
+    first, *rest = [json.loads(part) for part in book.snapshot(chunk_rows=chunk_rows)]
+    assert first["more"] == len(rest)
+    for part in rest:
+        assert part["t"] == "snapshot_rows"
+        first["rows"].extend(part["rows"])
+    assert len(first["rows"]) == first["total_rows"]
+    return first
 
 
 def _delta(book: Book, *, ladders: bool = False) -> dict[str, Any]:
@@ -60,7 +69,8 @@ def _delta(book: Book, *, ladders: bool = False) -> dict[str, Any]:
 def test_rows_carry_what_the_retained_state_says() -> None:
     """Every entity of the crash's final book (hold policy: liquidated ones stay) becomes a
     row with its account, scope, margin numbers, level and positions with marks, liquidation
-    and bankruptcy prices, mark time, stale flag and notional (10 significant digits)."""
+    and bankruptcy prices, mark time, stale flag and notional (9 significant digits); names
+    travel as indexes and come back as the names."""
     engine, _ = _crash()
     book = Book(PREFIX)
     published = _feed_states(book, engine)
@@ -68,23 +78,25 @@ def test_rows_carry_what_the_retained_state_says() -> None:
     for key, payload in published.items():
         row = _row(book, key)
         assert row["account"] == payload["account"]
-        assert row["scope"] == payload["scope"][0]
+        assert row["scope"] == payload["scope"]
+        assert row["asset"] == payload["asset"]
+        assert row["symbol"] == payload.get("symbol")
         assert row["liquidating"] == (1 if payload["liquidating"] else 0)
-        assert row["mb"] == pytest.approx(payload["margin_balance"], rel=1e-9)
+        assert row["mb"] == pytest.approx(payload["margin_balance"], rel=1e-8)
         if payload["margin_ratio"] is not None:
-            assert row["ratio"] == pytest.approx(payload["margin_ratio"], rel=1e-9)
+            assert row["ratio"] == pytest.approx(payload["margin_ratio"], rel=1e-8)
         for mine, theirs in zip(row["positions"], payload["positions"], strict=True):
             assert mine["symbol"] == theirs["symbol"]
-            assert mine["mark"] == pytest.approx(theirs["mark"], rel=1e-9)
-            assert mine["notional"] == pytest.approx(theirs["notional"], rel=1e-9)
+            assert mine["mark"] == pytest.approx(theirs["mark"], rel=1e-8)
+            assert mine["notional"] == pytest.approx(theirs["notional"], rel=1e-8)
             assert mine["mark_ts"] == theirs["mark_ts"]
             if theirs["liquidation_price"] is None:
                 assert mine["liq"] is None
             else:
-                assert mine["liq"] == pytest.approx(theirs["liquidation_price"], rel=1e-9)
+                assert mine["liq"] == pytest.approx(theirs["liquidation_price"], rel=1e-8)
     carol = _row(book, "carol/cross/XRP")["positions"][0]
     # inverse, 10 USD contracts: notional in XRP = 3000 · 10 / mark
-    assert carol["notional"] == pytest.approx(3000 * 10 / carol["mark"], rel=1e-9)
+    assert carol["notional"] == pytest.approx(3000 * 10 / carol["mark"], rel=1e-8)
 
 
 def test_changes_coalesce_into_one_delta_with_the_latest_row() -> None:
@@ -196,8 +208,7 @@ def test_a_resync_drops_what_the_broker_no_longer_holds() -> None:
     book.receive(status_topic(PREFIX, "b"), {**status, "instance": "b", "started_at": 1})
     assert book.end_sync() is False
     book.take_delta(ladders=True)
-    gone = book.row("bob/cross/USDT")
-    assert gone is not None
+    gone = _row(book, "bob/cross/USDT")
     book.begin_sync()
     notional = engine_notional(lambda: engine)
     for state in engine.book_states():
@@ -207,7 +218,7 @@ def test_a_resync_drops_what_the_broker_no_longer_holds() -> None:
     assert book.end_sync() is True
     assert book.entity_count == len(published) - 1
     assert set(book.instances) == {"a"}
-    assert _delta(book)["remove"] == [gone[0]]
+    assert _delta(book)["remove"] == [gone["id"]]
 
 
 @pytest.mark.parametrize(
@@ -255,7 +266,7 @@ def test_a_snapshot_holds_everything_and_the_ladders_total_the_notionals() -> No
     for event in events:
         if event.kind in ("margin_warning", "margin_recovered", "liquidation"):
             book.receive(event_topic(PREFIX, event.kind, event.entity), to_payload(event))
-    snapshot = json.loads(book.snapshot())
+    snapshot = _whole(book)
     assert snapshot["t"] == "snapshot"
     assert len(snapshot["rows"]) == len(published)
     assert len(snapshot["alerts"]) == 13
@@ -273,3 +284,21 @@ def test_a_snapshot_holds_everything_and_the_ladders_total_the_notionals() -> No
     assert health["XRPUSDT"]["mark_ts"] == max(
         p["mark_ts"] for v in published.values() for p in v["positions"]
     )
+
+
+def test_a_large_snapshot_comes_in_parts_that_add_up_to_the_book() -> None:
+    """The rows are split into parts of the given size after the first message, which says how
+    many follow; together they hold every row once."""
+    engine, _ = _crash()
+    book = Book(PREFIX)
+    _feed_states(book, engine)
+    parts = book.snapshot(chunk_rows=4)
+    assert len(parts) == 2
+    whole = _whole(book, chunk_rows=4)
+    assert sorted(row[0] for row in whole["rows"]) == sorted(
+        row[0] for row in _whole(book, chunk_rows=100)["rows"]
+    )
+    assert len({row[0] for row in whole["rows"]}) == 6
+    empty = Book(PREFIX).snapshot()
+    assert len(empty) == 1
+    assert json.loads(empty[0])["rows"] == []

@@ -316,6 +316,8 @@ def test_the_ladder_totals_equal_the_positions_notionals(scenario: Scenario) -> 
     """For each symbol, the ladder's total notional is the sum of the notionals of that
     symbol's positions in the retained state, which are |qty|·contract size·mark (linear) or
     |qty|·contract size/mark (inverse); its entities are those holding the symbol."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     scenario.wait_until_applied()
     page = scenario.page
     symbols = sorted(scenario.contracts)
@@ -343,7 +345,7 @@ def test_the_ladder_totals_equal_the_positions_notionals(scenario: Scenario) -> 
                     arg=[symbol, total, holders],
                     timeout=2_000,
                 )
-            except Exception:  # noqa: BLE001  # not yet: the next round looks again
+            except PlaywrightTimeout:  # not yet: the next round looks again
                 return False
             return True
 

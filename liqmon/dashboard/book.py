@@ -44,18 +44,23 @@ ROW_FIELDS = (
     "mb",
     "mm",
     "liquidating",
-    "ts",
     "positions",
 )
-"""A row on the wire: ``scope`` is ``"c"`` (cross) or ``"i"`` (isolated), ``liquidating`` 0/1,
-``ratio`` null when MB ≤ 0, ``level`` null for none; ``ts`` the state's exchange time (ms)."""
+"""A row on the wire: ``scope`` 0 (cross) or 1 (isolated); ``asset`` and ``symbol`` are indexes
+into the book's name lists (``symbol`` −1 for cross), ``side`` into :data:`SIDES` (−1 for
+cross); ``level`` null for none, ``ratio`` null when MB ≤ 0, ``liquidating`` 0/1."""
 POSITION_FIELDS = ("symbol", "side", "qty", "mark", "liq", "bkr", "mark_ts", "stale", "notional")
-"""A position inside a row: ``liq``/``bkr`` are the liquidation and bankruptcy prices (null when
-none), ``mark_ts`` the exchange time of its mark, ``stale`` 0/1, ``notional`` at the mark."""
+"""A position inside a row: ``symbol`` and ``side`` as indexes, ``liq``/``bkr`` the liquidation
+and bankruptcy prices (null when none), ``mark_ts`` the exchange time (ms) of its mark,
+``stale`` 0/1, ``notional`` at the mark in the margin asset."""
+SIDES = ("both", "long", "short")
+_SIDE_INDEX = {side: i for i, side in enumerate(SIDES)}
 ALERT_KINDS = ("margin_warning", "margin_recovered", "liquidation")
 FEED_KINDS = ("feed_stale", "feed_recovered")
-SIGNIFICANT = 10
-"""Numbers on the wire keep 10 significant digits (a screen shows fewer)."""
+SNAPSHOT_CHUNK_ROWS = 10_000
+"""Rows per snapshot message."""
+SIGNIFICANT = 9
+"""Numbers on the wire keep 9 significant digits: money below ten million to the cent."""
 
 
 def _num(value: object) -> float | None:
@@ -140,7 +145,33 @@ class SymbolHealth:
         }
 
 
-def _parse_state(body: Mapping[str, Any]) -> tuple[list[Any], tuple[Leg, ...], bool]:
+class _Names:
+    """Names (symbols, assets) as small integers on the wire; a name keeps its index."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+        self.new: list[tuple[int, str]] = []
+
+    def index(self, name: str) -> int:
+        found = self._index.get(name)
+        if found is None:
+            found = self._index[name] = len(self.names)
+            self.names.append(name)
+            self.new.append((found, name))
+        return found
+
+
+def _side(value: object) -> int:
+    side = _SIDE_INDEX.get(value) if isinstance(value, str) else None
+    if side is None:
+        raise Malformed("a side is both, long or short")
+    return side
+
+
+def _parse_state(
+    body: Mapping[str, Any], symbols: _Names, assets: _Names
+) -> tuple[list[Any], tuple[Leg, ...], bool]:
     """The compact row (without its id), the legs and the liquidating flag of a state body;
     :class:`Malformed` when it is not a state."""
     account, asset = _text(body.get("account")), _text(body.get("asset"))
@@ -148,15 +179,18 @@ def _parse_state(body: Mapping[str, Any]) -> tuple[list[Any], tuple[Leg, ...], b
     if account is None or asset is None or scope not in ("cross", "isolated"):
         raise Malformed("a state names its account, scope and asset")
     symbol = _text(body.get("symbol")) if scope == "isolated" else None
-    side = _text(body.get("side")) if scope == "isolated" else None
-    if scope == "isolated" and (symbol is None or side is None):
+    if scope == "isolated" and symbol is None:
         raise Malformed("an isolated state names its symbol and side")
+    side = _side(body.get("side")) if scope == "isolated" else -1
     liquidating = body.get("liquidating") is True
     positions = body.get("positions")
     if not isinstance(positions, list):
         raise Malformed("positions is not a list")
+    ratio = _num(body.get("margin_ratio"))
+    mb = _required(_num(body.get("margin_balance")), "margin_balance")
+    mm = _required(_num(body.get("maintenance_margin")), "maintenance_margin")
     legs: list[Leg] = []
-    encoded: list[list[Any]] = []
+    parsed: list[tuple[str, int, float, float, float | None, float | None, Any, bool, Any]] = []
     for p in positions:
         if not isinstance(p, dict) or _text(p.get("symbol")) is None:
             raise Malformed("a position names its symbol")
@@ -167,31 +201,34 @@ def _parse_state(body: Mapping[str, Any]) -> tuple[list[Any], tuple[Leg, ...], b
         mark_ts = _int(p.get("mark_ts"))
         stale = p.get("mark_stale") is True
         legs.append(Leg(p["symbol"], asset, liq, notional, mark, mark_ts, stale))
-        encoded.append(
-            [
-                p["symbol"],
-                _text(p.get("side")) or "",
-                _short(qty),
-                _short(mark),
-                _short(liq),
-                _short(bkr),
-                mark_ts,
-                1 if stale else 0,
-                _short(notional),
-            ]
+        parsed.append(
+            (p["symbol"], _side(p.get("side")), qty, mark, liq, bkr, mark_ts, stale, notional)
         )
+    encoded = [
+        [
+            symbols.index(name),
+            leg_side,
+            _short(qty),
+            _short(mark),
+            _short(liq),
+            _short(bkr),
+            mark_ts,
+            1 if stale else 0,
+            _short(notional),
+        ]
+        for name, leg_side, qty, mark, liq, bkr, mark_ts, stale, notional in parsed
+    ]
     row = [
         account,
-        "c" if scope == "cross" else "i",
-        asset,
-        symbol,
+        0 if scope == "cross" else 1,
+        assets.index(asset),
+        -1 if symbol is None else symbols.index(symbol),
         side,
         _num(body.get("level")),
-        _short(_num(body.get("margin_ratio"))),
-        _short(_required(_num(body.get("margin_balance")), "margin_balance")),
-        _short(_required(_num(body.get("maintenance_margin")), "maintenance_margin")),
+        _short(ratio),
+        _short(mb),
+        _short(mm),
         1 if liquidating else 0,
-        _int(body.get("ts")),
         encoded,
     ]
     return row, tuple(legs), liquidating
@@ -239,6 +276,8 @@ class Book:
         self._events_prefix = f"{prefix}/events/"
         self._status_prefix = f"{prefix}/status/"
         self._entities: dict[str, _Entity] = {}
+        self._symbol_names = _Names()
+        self._assets = _Names()
         self._next_id = 1
         self._generation = 0
         self.symbols: dict[str, SymbolHealth] = {}
@@ -266,10 +305,26 @@ class Book:
     def entity_count(self) -> int:
         return len(self._entities)
 
-    def row(self, key: str) -> list[Any] | None:
-        """The row of the entity at state topic suffix ``key`` (for tests and tools)."""
+    def row(self, key: str) -> dict[str, Any] | None:
+        """The row of the entity at state topic suffix ``key``, its fields named and its
+        indexes replaced by the names (for tests and tools)."""
         entity = self._entities.get(key)
-        return None if entity is None else list(orjson.loads(entity.row))
+        if entity is None:
+            return None
+        symbols, assets = self._symbol_names.names, self._assets.names
+        row = dict(zip(ROW_FIELDS, orjson.loads(entity.row), strict=True))
+        row["scope"] = "cross" if row["scope"] == 0 else "isolated"
+        row["asset"] = assets[row["asset"]]
+        row["symbol"] = None if row["symbol"] < 0 else symbols[row["symbol"]]
+        row["side"] = None if row["side"] < 0 else SIDES[row["side"]]
+        positions = []
+        for raw in row["positions"]:
+            position = dict(zip(POSITION_FIELDS, raw, strict=True))
+            position["symbol"] = symbols[position["symbol"]]
+            position["side"] = SIDES[position["side"]]
+            positions.append(position)
+        row["positions"] = positions
+        return row
 
     def ladder(self, symbol: str) -> dict[str, Any] | None:
         """The symbol's ladder now (``None`` while the book holds no mark for it)."""
@@ -327,7 +382,7 @@ class Book:
     def _state(self, key: str, body: Mapping[str, Any] | None) -> bool:
         if body is None:
             return self._remove(key)
-        row, legs, liquidating = _parse_state(body)
+        row, legs, liquidating = _parse_state(body, self._symbol_names, self._assets)
         existing = self._entities.get(key)
         if existing is None:
             entity_id = self._next_id
@@ -459,34 +514,52 @@ class Book:
             "prefix": self.prefix,
             "rows": ROW_FIELDS,
             "positions": POSITION_FIELDS,
+            "sides": SIDES,
             "ladder_step_pct": self.ladder_step_pct,
             "ladder_buckets": self.ladder_buckets,
         }
 
-    def snapshot(self) -> bytes:
-        """Everything, for a browser that connects now (ladders as of the last refresh, the
-        missing ones computed)."""
+    def snapshot(self, *, chunk_rows: int = SNAPSHOT_CHUNK_ROWS) -> list[bytes]:
+        """Everything, for a browser that connects now, as messages to send in order: the
+        first holds the meta, names, health, ladders (as of the last refresh, the missing ones
+        computed), the alerts and the first rows, and says how many ``snapshot_rows``
+        messages follow with the rest (a browser parses one while the next arrives). The page
+        sorts the rows. Names are sent with their indexes, so a delta that repeats some is
+        harmless."""
         for symbol in self.symbols:
             if symbol not in self._ladders and (computed := self.ladder(symbol)) is not None:
                 self._ladders[symbol] = computed
+        rows = [entity.row for entity in self._entities.values()]
+        chunks = [rows[i : i + chunk_rows] for i in range(0, len(rows), chunk_rows)] or [[]]
         head = orjson.dumps(
             {
                 "t": "snapshot",
                 "meta": self._meta(),
+                "names": {
+                    "symbols": list(enumerate(self._symbol_names.names)),
+                    "assets": list(enumerate(self._assets.names)),
+                },
                 "broker": self.broker,
                 "instances": sorted(self.instances.values(), key=lambda i: i["instance"]),
                 "symbols": [self.symbols[s].as_dict() for s in sorted(self.symbols)],
                 "ladders": self._ladders,
                 "alerts": list(self.alerts),
+                "total_rows": len(rows),
+                "more": len(chunks) - 1,
             }
         )
-        rows = b",".join(entity.row for entity in self._entities.values())
-        return head[:-1] + b',"rows":[' + rows + b"]}"
+        messages = [head[:-1] + b',"rows":[' + b",".join(chunks[0]) + b"]}"]
+        messages.extend(
+            b'{"t":"snapshot_rows","rows":[' + b",".join(chunk) + b"]}" for chunk in chunks[1:]
+        )
+        return messages
 
     def take_delta(self, *, ladders: bool) -> bytes | None:
         """What changed since the last delta (``None``: nothing); with ``ladders``, also the
         refreshed ladders (they cost more, and are pushed less often)."""
         body: dict[str, Any] = {"t": "delta"}
+        if self._symbol_names.new or self._assets.new:
+            body["names"] = {"symbols": self._symbol_names.new, "assets": self._assets.new}
         if self._removes:
             body["remove"] = sorted(self._removes)
         if self._new_alerts:
@@ -503,6 +576,8 @@ class Book:
         if len(body) == 1 and not upserts:
             return None
         self._removes = set()
+        self._symbol_names.new = []
+        self._assets.new = []
         self._new_alerts = []
         self._instances_changed = self._broker_changed = False
         self._symbols_changed = set()

@@ -130,7 +130,7 @@ class Dashboard:
             options.host,
             options.port,
             process_request=self._http,
-            compression=None,  # loopback by default; a 15 MB snapshot is not worth deflating
+            compression=None,  # deflating a 17 MB snapshot costs more than it saves on loopback
             max_size=MAX_INCOMING,
             server_header=None,
             logger=logging.getLogger("liqmon.dashboard.websockets"),
@@ -192,13 +192,16 @@ class Dashboard:
             self.viewers.discard(viewer)
             log.info("dashboard_viewer_left", viewers=len(self.viewers), resyncs=viewer.resyncs)
 
-    async def _send(self, viewer: Viewer, snapshot: bytes) -> None:
-        await viewer.connection.send(snapshot, text=True)
+    async def _send(self, viewer: Viewer, snapshot: list[bytes]) -> None:
+        for part in snapshot:
+            await viewer.connection.send(part, text=True)
         while True:
             message = await viewer.queue.get()
-            if not message:  # _RESYNC: its deltas were dropped
-                message = self.book.snapshot()
-            await viewer.connection.send(message, text=True)
+            if message:
+                await viewer.connection.send(message, text=True)
+                continue
+            for part in self.book.snapshot():  # _RESYNC: its deltas were dropped
+                await viewer.connection.send(part, text=True)
 
     async def _listen(self, viewer: Viewer) -> None:
         async for message in viewer.connection:

@@ -14,7 +14,7 @@ const RENDER_INTERVAL_MS = 250;
 const FEED_SHOWN = 300;
 const RESULT_ROWS = 200;
 const NEAR_PCT = 2;
-const ROW_FIELDS = ["id", "account", "scope", "asset", "symbol", "side", "level", "ratio", "mb", "mm", "liquidating", "ts", "positions"];
+const ROW_FIELDS = ["id", "account", "scope", "asset", "symbol", "side", "level", "ratio", "mb", "mm", "liquidating", "positions"];
 const R = Object.fromEntries(ROW_FIELDS.map((name, i) => [name, i]));
 const POSITION_FIELDS = ["symbol", "side", "qty", "mark", "liq", "bkr", "mark_ts", "stale", "notional"];
 const P = Object.fromEntries(POSITION_FIELDS.map((name, i) => [name, i]));
@@ -75,7 +75,17 @@ function age(ms) {
 }
 function bandOfLevel(level) { return level === null || level === undefined ? "lv-0" : level >= 0.9 ? "lv-3" : level >= 0.8 ? "lv-2" : "lv-1"; }
 function entityLabel(o) {
-  return o.scope === "isolated" || o.scope === "i" ? `${o.symbol} ${o.side} isolated` : `cross ${o.asset}`;
+  return o.scope === "isolated" ? `${o.symbol} ${o.side} isolated` : `cross ${o.asset}`;
+}
+// names on the wire are indexes into these (the dashboard sends each name with its index)
+const names = { symbols: [], assets: [], sides: ["both", "long", "short"] };
+const symbolOf = (i) => (i < 0 ? null : names.symbols[i] ?? "?");
+const assetOf = (i) => names.assets[i] ?? "?";
+const sideOf = (i) => (i < 0 ? null : names.sides[i] ?? "?");
+function learnNames(given) {
+  if (!given) return;
+  for (const [i, name] of given.symbols || []) names.symbols[i] = name;
+  for (const [i, name] of given.assets || []) names.assets[i] = name;
 }
 
 // -- the mirror -------------------------------------------------------------------------------
@@ -89,6 +99,7 @@ const state = {
   broker: {},
   connected: false,
   snapshots: 0,
+  snapshotMore: 0,
   renders: 0,
   dirty: { book: true, feed: true, health: true, ladder: true, symbols: true },
   lineEntries: [],
@@ -101,19 +112,55 @@ window.liqmonStats = { loadedAt: performance.now(), snapshots: 0, renders: 0 };
 function entryOf(a) {
   const liquidating = a[R.liquidating] === 1;
   const r = a[R.ratio];
-  return {
-    a,
-    sv: liquidating ? 3e9 : r === null ? 2e9 : r,
-    acc: a[R.account].toLowerCase(),
-    syms: " " + a[R.positions].map((p) => p[P.symbol].toLowerCase()).join(" ") + " " + (a[R.symbol] || "").toLowerCase() + " ",
-    band: liquidating ? "lv-liq" : bandOfLevel(a[R.level]),
-  };
+  return { a, sv: liquidating ? 3e9 : r === null ? 2e9 : r, band: liquidating ? "lv-liq" : bandOfLevel(a[R.level]) };
+}
+
+// worst first: the sort value (as the dashboard computes it), then the id
+const worse = (x, y) => (y.sv - x.sv) || (x.a[R.id] - y.a[R.id]);
+
+// The book in order, kept sorted: a render after a few changes moves only those entries
+// (binary search), a render after many sorts again.
+const order = { list: [], changed: new Set(), full: true };
+
+function noteChanged(id) {
+  if (!order.full) order.changed.add(id);
+}
+
+function settleOrder() {
+  if (order.full || order.changed.size > 2000 + state.rows.size / 20) {
+    order.list = Array.from(state.rows.values()).sort(worse);
+  } else if (order.changed.size) {
+    const changed = order.changed;
+    const kept = order.list.filter((e) => !changed.has(e.a[R.id]));
+    for (const id of changed) {
+      const e = state.rows.get(id);
+      if (!e) continue;
+      let lo = 0, hi = kept.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (worse(kept[mid], e) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+      kept.splice(lo, 0, e);
+    }
+    order.list = kept;
+  }
+  order.full = false;
+  order.changed = new Set();
 }
 
 function applySnapshot(m) {
   const t0 = performance.now();
+  if (JSON.stringify(m.meta.rows) !== JSON.stringify(ROW_FIELDS) || JSON.stringify(m.meta.positions) !== JSON.stringify(POSITION_FIELDS)) {
+    console.error("liqmon dashboard: the server speaks another row format; reload the page", m.meta);
+  }
+  names.symbols = [];
+  names.assets = [];
+  names.sides = m.meta.sides;
+  learnNames(m.names);
   state.rows = new Map();
   for (const a of m.rows) state.rows.set(a[R.id], entryOf(a));
+  order.full = true;
   state.alerts = [];
   state.alertIds = new Set();
   addAlerts(m.alerts || []);
@@ -124,7 +171,7 @@ function applySnapshot(m) {
   state.snapshots += 1;
   Object.keys(state.dirty).forEach((k) => { state.dirty[k] = true; });
   window.liqmonStats.snapshots = state.snapshots;
-  window.liqmonStats.lastSnapshot = { rows: m.rows.length, applyMs: performance.now() - t0, receivedAt: t0 };
+  window.liqmonStats.lastSnapshot = { rows: m.rows.length, applyMs: performance.now() - t0 };
 }
 
 function addAlerts(items) {
@@ -141,8 +188,9 @@ function addAlerts(items) {
 }
 
 function applyDelta(m) {
-  if (m.remove) for (const id of m.remove) state.rows.delete(id);
-  if (m.upsert) for (const a of m.upsert) state.rows.set(a[R.id], entryOf(a));
+  learnNames(m.names);
+  if (m.remove) for (const id of m.remove) { state.rows.delete(id); noteChanged(id); }
+  if (m.upsert) for (const a of m.upsert) { state.rows.set(a[R.id], entryOf(a)); noteChanged(a[R.id]); }
   if (m.remove || m.upsert) state.dirty.book = true;
   if (m.alerts) addAlerts(m.alerts);
   if (m.instances) { state.instances = m.instances; state.dirty.health = true; }
@@ -173,7 +221,7 @@ function scheduleRender() {
 function render() {
   const began = performance.now();
   lastRender = began;
-  const firstAfterSnapshot = state.dirty.book && state.snapshots > 0 && !window.liqmonStats.bookReady;
+  const firstAfterSnapshot = state.dirty.book && state.snapshots > 0 && !state.snapshotMore && !window.liqmonStats.bookReady;
   if (state.dirty.book) { rebuildLines(); renderSummary(); }
   renderBook(state.dirty.book);
   if (state.dirty.feed) renderFeed();
@@ -191,18 +239,23 @@ function render() {
   document.body.dataset.renders = String(state.renders);
   if (firstAfterSnapshot) {
     window.liqmonStats.bookReady = performance.now();
+    window.liqmonStats.firstRenderMs = took;
     performance.mark("liqmon-book-ready");
     document.body.dataset.ready = "1";
   }
 }
 
 function rebuildLines() {
+  settleOrder();
   const f = state.filter;
-  let list = Array.from(state.rows.values());
-  if (f.account) list = list.filter((e) => e.acc.includes(f.account));
-  if (f.symbol) list = list.filter((e) => e.syms.includes(f.symbol));
+  let list = order.list;
+  if (f.account) list = list.filter((e) => e.a[R.account].toLowerCase().includes(f.account));
+  if (f.symbol) {
+    const matching = new Set();
+    names.symbols.forEach((name, i) => { if (name.toLowerCase().startsWith(f.symbol)) matching.add(i); });
+    list = list.filter((e) => e.a[R.positions].some((p) => matching.has(p[P.symbol])));
+  }
   if (f.warned) list = list.filter((e) => e.band !== "lv-0");
-  list.sort((x, y) => (y.sv - x.sv) || (x.a[R.id] - y.a[R.id]));
   const entries = [], positions = [];
   for (const e of list) {
     const n = Math.max(1, e.a[R.positions].length);
@@ -271,23 +324,24 @@ function fillLine(line, entry, k) {
   node.dataset.level = a[R.level] === null ? "" : String(a[R.level]);
   node.dataset.first = first ? "1" : "0";
   node.dataset.sort = String(entry.sv);
-  const cross = a[R.scope] === "c";
-  node.dataset.ref = cross ? `${a[R.account]}/cross/${a[R.asset]}` : `${a[R.account]}/isolated/${a[R.symbol]}/${a[R.side]}`;
-  c[1].textContent = a[R.account];
-  c[1].title = a[R.account];
+  const cross = a[R.scope] === 0;
+  const account = a[R.account], asset = assetOf(a[R.asset]), symbol = symbolOf(a[R.symbol]), side = sideOf(a[R.side]);
+  node.dataset.ref = cross ? `${account}/cross/${asset}` : `${account}/isolated/${symbol}/${side}`;
+  c[1].textContent = account;
+  c[1].title = account;
   c[2].textContent = first ? (cross ? "cross" : "isolated") : "";
-  c[3].textContent = first ? (cross ? a[R.asset] : a[R.symbol]) : "";
-  c[3].title = first ? (cross ? `cross, margin asset ${a[R.asset]}` : `${a[R.symbol]} ${a[R.side]}, margin asset ${a[R.asset]}`) : "";
+  c[3].textContent = first ? (cross ? asset : symbol) : "";
+  c[3].title = first ? (cross ? `cross, margin asset ${asset}` : `${symbol} ${side}, margin asset ${asset}`) : "";
   c[4].textContent = first ? (a[R.liquidating] ? "LIQ." : ratio(a[R.ratio])) : "";
   c[4].title = first && a[R.level] !== null ? `alert level ${a[R.level]}` : "";
   c[5].textContent = first ? money(a[R.mb]) : "";
   c[6].textContent = first ? money(a[R.mm]) : "";
-  c[5].title = c[6].title = first ? a[R.asset] : "";
+  c[5].title = c[6].title = first ? asset : "";
   if (!p) {
     for (let i = 7; i < c.length; i++) c[i].textContent = "";
     return;
   }
-  c[7].textContent = `${p[P.symbol]} ${p[P.side]} ${nfQty.format(p[P.qty])}`;
+  c[7].textContent = `${symbolOf(p[P.symbol])} ${sideOf(p[P.side])} ${nfQty.format(p[P.qty])}`;
   c[8].textContent = price(p[P.mark]);
   c[9].textContent = price(p[P.liq]);
   c[10].textContent = price(p[P.bkr]);
@@ -543,12 +597,37 @@ let retries = 0;
 function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   state.ws = ws;
-  ws.addEventListener("open", () => { retries = 0; state.connected = true; scheduleRender(); });
+  ws.addEventListener("open", () => {
+    retries = 0;
+    state.connected = true;
+    window.liqmonStats.openedAt ??= performance.now();
+    scheduleRender();
+  });
   ws.addEventListener("message", (event) => {
+    const received = performance.now();
     const m = JSON.parse(event.data);
-    if (m.t === "snapshot") {
-      applySnapshot(m);
-      window.liqmonStats.lastSnapshot.chars = event.data.length;
+    if (m.t === "snapshot" || m.t === "snapshot_rows") {
+      const parsed = performance.now();
+      const stats = window.liqmonStats;
+      if (m.t === "snapshot") {
+        applySnapshot(m);
+        Object.assign(stats.lastSnapshot, { chars: 0, receivedAt: received, parseMs: 0, parts: 0 });
+        state.snapshotMore = m.more;
+      } else {
+        for (const a of m.rows) state.rows.set(a[R.id], entryOf(a));
+        state.snapshotMore -= 1;
+        stats.lastSnapshot.applyMs += performance.now() - parsed;
+      }
+      stats.lastSnapshot.chars += event.data.length;
+      stats.lastSnapshot.parseMs += parsed - received;
+      stats.lastSnapshot.parts += 1;
+      if (state.snapshotMore > 0) return; // the rest of the book is on its way
+      stats.lastSnapshot.rows = state.rows.size;
+      stats.lastSnapshot.completeAt = performance.now();
+      order.full = true;
+      if (renderTimer !== null) { clearTimeout(renderTimer); renderTimer = null; }
+      render(); // the whole book at once, not after the next interval
+      return;
     }
     else if (m.t === "delta") applyDelta(m);
     else if (m.t === "shock_answer") showWhatIf(m);
@@ -563,12 +642,16 @@ function connect() {
 
 function onFilter() {
   state.filter.account = $("filter-account").value.trim().toLowerCase();
-  const symbol = $("filter-symbol").value.trim().toLowerCase();
-  state.filter.symbol = symbol ? ` ${symbol}` : "";
+  state.filter.symbol = $("filter-symbol").value.trim().toLowerCase();
   state.filter.warned = $("filter-warned").checked;
   state.dirty.book = true;
   $("book-scroll").scrollTop = 0;
-  scheduleRender();
+  renderNow(); // the user's own input is not coalesced with the updates
+}
+
+function renderNow() {
+  if (renderTimer !== null) { clearTimeout(renderTimer); renderTimer = null; }
+  requestAnimationFrame(render);
 }
 
 function start() {
@@ -576,7 +659,7 @@ function start() {
   $("filter-symbol").addEventListener("input", onFilter);
   $("filter-warned").addEventListener("change", onFilter);
   $("book-scroll").addEventListener("scroll", () => requestAnimationFrame(() => renderBook(false)), { passive: true });
-  $("ladder-symbol").addEventListener("change", () => { state.dirty.ladder = true; scheduleRender(); });
+  $("ladder-symbol").addEventListener("change", () => { state.dirty.ladder = true; renderNow(); });
   $("whatif-form").addEventListener("submit", askWhatIf);
   $("whatif-add").addEventListener("click", () => addMoveRow("-8%"));
   for (const button of document.querySelectorAll("[data-preset]")) {

@@ -112,12 +112,13 @@ class DashboardDemo:
             tasks.create_task(ShockResponder(settings, lambda: engine).run(), name="shock")
         )
         await asyncio.wait_for(listening.wait(), timeout=DELIVERY_TIMEOUT_S)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
         print(f"liqmon demo: the dashboard is at {self.url}\n", file=sys.stderr, flush=True)
 
     async def serve_until_stopped(self, stats: ReplayStats) -> None:
+        """After the replay (Ctrl-C during it interrupts the demo as without the page)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
         print(render(stats), file=sys.stderr)
         print(
             f"\nliqmon demo: replay done; the dashboard stays up at {self.url} "

@@ -7,7 +7,7 @@ is: it subscribes to ``{prefix}/shock/request``, computes each answer with the p
 request's Response Topic with its Correlation Data. Requests wait in a bounded queue; beyond it
 they are refused as ``busy`` (a shock of 100,000 entities takes a fraction of a second, and
 nobody should be able to make an instance do nothing else). A request without a Response Topic
-(an MQTT 3.1.1 client) cannot be answered and is only counted.
+(an MQTT 3.1.1 client), or a retained one, is not answered, only counted and logged.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ class ShockResponder:
         return int(self._clock() * 1000)
 
     async def _received(self, message: Received) -> None:
+        if message.retained:  # a question left on the broker is not asked again by connecting
+            self.unanswerable += 1
+            log.warning("shock_request_retained_ignored", topic=message.topic)
+            return
         if not message.response_topic:
             self.unanswerable += 1
             log.warning("shock_request_without_response_topic", topic=message.topic)

@@ -655,6 +655,10 @@ function renderNow() {
 }
 
 function start() {
+  if (new URLSearchParams(location.search).has("token")) {
+    // the dashboard set its cookie: keep the token out of the address bar and the history
+    history.replaceState(null, "", location.pathname);
+  }
   $("filter-account").addEventListener("input", onFilter);
   $("filter-symbol").addEventListener("input", onFilter);
   $("filter-warned").addEventListener("change", onFilter);

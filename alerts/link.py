@@ -234,7 +234,8 @@ class MqttLink:
         follow its acknowledgement), then the marker, which comes back after all of them."""
         s = self.settings
         await client.subscribe(self._sync_topic, qos=1)
-        await client.subscribe([(topic_filter, 1) for topic_filter in self.filters])
+        if self.filters:
+            await client.subscribe([(topic_filter, 1) for topic_filter in self.filters])
         log.info("mqtt_link_connected", broker=s.display_url(), client=self.identifier)
         self._sync_marker = orjson.dumps({"sync": secrets.token_hex(8)})
         await client.publish(self._sync_topic, self._sync_marker, qos=1, timeout=SYNC_TIMEOUT_S)

@@ -21,10 +21,13 @@ from alerts.schema import (
     MarginRecoveredPayload,
     MarginWarningPayload,
     RejectPayload,
+    ShockAnswerPayload,
+    ShockRefusalPayload,
+    ShockRequestPayload,
     StatePayload,
     StatusPayload,
 )
-from alerts.topics import DEFAULT_PREFIX
+from alerts.topics import DEFAULT_PREFIX, shock_request_topic
 from feeds.accounts import AccountUpdateIn
 from feeds.normalized import AccountSnapshotIn, BalanceIn, ContractIn, MarginIn, PositionIn
 
@@ -67,6 +70,9 @@ def _schemas() -> dict[str, Any]:
         FeedStalePayload,
         FeedRecoveredPayload,
         RejectPayload,
+        ShockRequestPayload,
+        ShockAnswerPayload,
+        ShockRefusalPayload,
         *_RECORDS,
         AccountUpdateIn,
     ]
@@ -89,6 +95,82 @@ def _message(name: str, title: str, summary: str) -> dict[str, Any]:
         "contentType": "application/json",
         "payload": {"$ref": f"#/components/schemas/{name}"},
         "bindings": {"mqtt": {"payloadFormatIndicator": 1, "bindingVersion": "0.2.0"}},
+    }
+
+
+_CORRELATION = {
+    "type": "string",
+    "format": "binary",
+    "description": "MQTT 5 Correlation Data of the request, echoed by every answer to it",
+}
+
+
+def _shock(
+    prefix: str,
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+    messages: dict[str, Any],
+) -> None:
+    """The what-if shock: MQTT 5 request/response (Response Topic and Correlation Data)."""
+    request = _message(
+        "ShockRequestPayload", "What-if shock request", (ShockRequestPayload.__doc__ or "").strip()
+    )
+    request["correlationId"] = {"location": "$message.header#/correlationData"}
+    request["bindings"]["mqtt"].update(
+        correlationData=_CORRELATION,
+        responseTopic={
+            "type": "string",
+            "description": "where the answers go; by convention "
+            f"``{prefix}/shock/response/{{client}}`` with the requester's client id",
+        },
+    )
+    messages["ShockRequestPayload"] = request
+    for model, title in (
+        (ShockAnswerPayload, "What-if shock answer"),
+        (ShockRefusalPayload, "What-if shock refused"),
+    ):
+        message = _message(model.__name__, title, (model.__doc__ or "").strip())
+        message["correlationId"] = {"location": "$message.header#/correlationData"}
+        message["bindings"]["mqtt"]["correlationData"] = _CORRELATION
+        messages[model.__name__] = message
+    channels["shock_request"] = {
+        "address": shock_request_topic(prefix),
+        "title": "What-if shock requests (MQTT 5 request/response)",
+        "description": "Every ``liqmon run`` (and ``liqmon replay --mqtt`` while it replays) "
+        "subscribes here and answers for its own book, on the request's Response Topic with "
+        "its Correlation Data: exactly the alert events the moves would cause as the next "
+        "ticks, all symbols at once, without changing anything. A requester in front of "
+        "several instances adds the answers up (``liqmon shock``, ``liqmon dashboard``); the "
+        "instances expected are those whose status is ``online``. A request without a Response "
+        "Topic (MQTT 3.1.1) is not answered. QoS 1, not retained.",
+        "messages": {"request": {"$ref": "#/components/messages/ShockRequestPayload"}},
+    }
+    channels["shock_response"] = {
+        "address": None,
+        "title": "What-if shock answers",
+        "description": "The Response Topic given by the request (dynamic). One message per "
+        "answering instance, carrying the request's Correlation Data; it expires after 60 s. "
+        "QoS 1, not retained.",
+        "messages": {
+            "answer": {"$ref": "#/components/messages/ShockAnswerPayload"},
+            "refusal": {"$ref": "#/components/messages/ShockRefusalPayload"},
+        },
+    }
+    operations["receive_shock_request"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/shock_request"},
+        "bindings": {"mqtt": {"qos": 1, "bindingVersion": "0.2.0"}},
+        "reply": {
+            "address": {
+                "location": "$message.header#/responseTopic",
+                "description": "the request's MQTT 5 Response Topic",
+            },
+            "channel": {"$ref": "#/channels/shock_response"},
+            "messages": [
+                {"$ref": "#/channels/shock_response/messages/answer"},
+                {"$ref": "#/channels/shock_response/messages/refusal"},
+            ],
+        },
     }
 
 
@@ -231,6 +313,7 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{channel}"},
             "bindings": {"mqtt": {"qos": 1, "retain": True, "bindingVersion": "0.2.0"}},
         }
+    _shock(prefix, channels, operations, messages)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -238,9 +321,10 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             "version": TOPIC_TREE_VERSION,
             "description": "Margin-ratio warnings, recoveries and liquidations of isolated "
             "positions and cross accounts, feed health events, the latest margin state of every "
-            "entity, the status of each liqmon instance, and the account input topics the "
-            "trading system publishes to. Topic tree v1 under the configurable prefix "
-            f"``{prefix}``. Payloads are JSON; every one carries ``id`` and ``ts``.",
+            "entity, the status of each liqmon instance, the what-if shock (request/response), "
+            "and the account input topics the trading system publishes to. Topic tree v1 "
+            f"under the configurable prefix ``{prefix}``. Payloads are JSON; every one "
+            "carries ``id`` and ``ts``.",
         },
         "defaultContentType": "application/json",
         "servers": {

@@ -1,6 +1,7 @@
 """The MQTT sink: alerts, state and status on a broker, with nothing lost.
 
-This is the only module that imports aiomqtt (and paho, for MQTT v5 properties).
+This module and :mod:`alerts.link` (one connection that subscribes and publishes, for request /
+response) are the only ones that import aiomqtt (and paho, for MQTT v5 properties).
 
 * **Alerts** (QoS 1, not retained) are appended to the durable :class:`~alerts.outbox.Outbox`
   first, then published in order, up to :data:`IN_FLIGHT` awaiting their acknowledgements
@@ -48,6 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from alerts.jsonl import encode
 from alerts.outbox import OutboundMessage, Outbox, OutboxStats
 from alerts.topics import DEFAULT_PREFIX, event_topic, state_topic, status_topic
+from monitor.contracts import Contract
+from monitor.engine import Engine
 from monitor.errors import ConfigError
 from monitor.events import (
     EngineEvent,
@@ -138,6 +141,16 @@ def reconnect_delay(
     return max(minimum, window * rand())
 
 
+def tls_context_for(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context of an ``mqtts://`` connection (``None`` for plain ``mqtt://``)."""
+    if not settings.tls:
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     topic: str
@@ -148,10 +161,41 @@ class _State:
 PositionExtras = Callable[[EntityRef, PositionView], Mapping[str, Any]]
 """Optional fields a venue adapter adds to a position of the retained state (Hyperliquid's
 ``exchange_liquidation_price``)."""
+NotionalOf = Callable[[str, float, float], float | None]
+"""``(symbol, qty, mark) -> notional`` in the margin asset, or ``None`` for an unknown symbol."""
+
+
+def contract_notional(contract_of: Callable[[str], Contract | None]) -> NotionalOf:
+    """The notional of a position at a mark, from its contract: ``|q|·CS·P`` (linear) or
+    ``|q|·CS/P`` (inverse), in the margin asset (what the engine's tiers are applied to)."""
+
+    def notional(symbol: str, qty: float, mark: float) -> float | None:
+        contract = contract_of(symbol)
+        if contract is None or not mark > 0:
+            return None
+        size = abs(qty) * contract.contract_size_f
+        return size / mark if contract.is_inverse else size * mark
+
+    return notional
+
+
+def engine_notional(engine: Callable[[], Engine]) -> NotionalOf:
+    """:func:`contract_notional` with the contracts of ``engine()`` (a getter: the service
+    replaces its engine on restore)."""
+
+    def contract_of(symbol: str) -> Contract | None:
+        book = engine().book
+        sid = book.symbol_names.ids.get(symbol)
+        return None if sid is None else book.contracts[sid]
+
+    return contract_notional(contract_of)
 
 
 def _positions(
-    entity: EntityRef, positions: tuple[PositionView, ...], extras: PositionExtras | None = None
+    entity: EntityRef,
+    positions: tuple[PositionView, ...],
+    extras: PositionExtras | None = None,
+    notional_of: NotionalOf | None = None,
 ) -> list[dict[str, Any]]:
     out = [
         {
@@ -167,6 +211,9 @@ def _positions(
         }
         for p in positions
     ]
+    if notional_of is not None:
+        for body, p in zip(out, positions, strict=True):
+            body["notional"] = notional_of(p.symbol, p.qty, p.mark)
     if extras is not None:
         for body, position in zip(out, positions, strict=True):
             body.update(extras(entity, position))
@@ -219,10 +266,13 @@ def _variable_int(value: int) -> bytes:
 
 
 def state_payload(
-    event: MarginStateChanged, extras: PositionExtras | None = None
+    event: MarginStateChanged,
+    extras: PositionExtras | None = None,
+    notional_of: NotionalOf | None = None,
 ) -> dict[str, Any]:
-    """The retained state message of an entity (see ``alerts.schema.StatePayload``);
-    ``extras`` adds optional fields to its positions."""
+    """The retained state message of an entity (see ``alerts.schema.StatePayload``); with
+    ``notional_of``, each position also carries its ``notional``; ``extras`` adds optional
+    fields to its positions."""
     entity = event.entity
     body: dict[str, Any] = {
         "ts": event.ts,
@@ -239,7 +289,7 @@ def state_payload(
         margin_balance=event.margin_balance,
         maintenance_margin=event.maintenance_margin,
         liquidating=event.liquidating,
-        positions=_positions(entity, event.positions, extras),
+        positions=_positions(entity, event.positions, extras, notional_of),
     )
     digest = hashlib.blake2b(orjson.dumps(body), digest_size=10).hexdigest()
     return {"id": digest, **body}
@@ -259,9 +309,11 @@ class MqttSink:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         position_extras: PositionExtras | None = None,
+        notional_of: NotionalOf | None = None,
     ) -> None:
         self.settings = settings
         self._position_extras = position_extras
+        self._notional_of = notional_of
         self.outbox = outbox
         self._version = version
         self._drain_timeout = drain_timeout_s
@@ -290,7 +342,7 @@ class MqttSink:
     async def publish(self, event: EngineEvent) -> None:
         prefix = self.settings.prefix
         if isinstance(event, MarginStateChanged):
-            payload = state_payload(event, self._position_extras)
+            payload = state_payload(event, self._position_extras, self._notional_of)
             self._keep_state(
                 event.entity,
                 _State(state_topic(prefix, event.entity), orjson.dumps(payload), payload["id"]),
@@ -394,11 +446,7 @@ class MqttSink:
             retain=True,
             properties=self._properties("", None),
         )
-        tls_context: ssl.SSLContext | None = None
-        if s.tls:
-            tls_context = ssl.create_default_context(cafile=s.ca_file)
-            if s.cert_file:
-                tls_context.load_cert_chain(s.cert_file, s.key_file)
+        tls_context = tls_context_for(s)
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -647,6 +695,9 @@ class Received:
     body: dict[str, Any] | None
     retained: bool
     payload: bytes = b""
+    response_topic: str | None = None
+    """MQTT 5 request/response: where the sender wants an answer (see :mod:`alerts.link`)."""
+    correlation_data: bytes | None = None
 
 
 SESSION_EXPIRY_S = 7 * 86_400

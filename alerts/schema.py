@@ -46,6 +46,12 @@ class StatePositionPayload(PositionPayload):
         description="true while the feed of the symbol is stale (see the feed_stale event): the "
         "valuation is as of mark_ts"
     )
+    notional: float | None = Field(
+        default=None,
+        description="the position's notional at ``mark`` in the margin asset: "
+        "|qty|·contract size·mark (linear) or |qty|·contract size/mark (inverse); absent when "
+        "the publisher does not know the contract",
+    )
     exchange_liquidation_price: float | None = Field(
         default=None,
         description="watched Hyperliquid accounts only (absent otherwise): the exchange's own "
@@ -176,6 +182,95 @@ class RejectPayload(_Payload):
     detail: str = Field(description="what was wrong, for a human")
     topic: str = Field(description="the input topic it arrived on")
     payload: str = Field(description="the message as received (first 4 KiB, UTF-8 with U+FFFD)")
+
+
+class ShockRequestPayload(_Payload):
+    """A what-if question to every instance: what would these moves of the marks cause if they
+    arrived as the next ticks, all at once? Sent with MQTT 5 request/response properties: the
+    Response Topic where answers go and Correlation Data that each answer echoes."""
+
+    moves: dict[str, str | float] = Field(
+        description='symbol -> move of its last mark: ``"-8%"``, ``"+5%"`` or a fraction '
+        "(``-0.08``); above -100 %, at most 64 symbols",
+        min_length=1,
+    )
+
+
+class _ShockEntity(_Payload):
+    account: str
+    scope: Literal["isolated", "cross"]
+    asset: str = Field(description="the margin asset")
+    symbol: str | None = Field(default=None, description="isolated entities only")
+    side: Literal["both", "long", "short"] | None = Field(
+        default=None, description="isolated entities only"
+    )
+
+
+class ShockLiquidationPayload(_ShockEntity):
+    """An entity the moves would liquidate."""
+
+    loss: float = Field(description="the isolated wallet, or the whole cross wallet of the asset")
+    shortfall: float = Field(description="max(0, −margin balance) at the shocked marks")
+    margin_ratio: float | None
+    margin_balance: float
+    maintenance_margin: float
+
+
+class ShockWarningPayload(_ShockEntity):
+    """An entity the moves would warn, at ``level``."""
+
+    level: float
+    margin_ratio: float | None
+    margin_balance: float
+    maintenance_margin: float
+
+
+class ShockRecoveryPayload(_ShockEntity):
+    """A warned entity the moves would recover."""
+
+    margin_ratio: float | None
+    margin_balance: float
+    maintenance_margin: float
+
+
+class ShockTotalsPayload(_Payload):
+    entities_valued: int = Field(description="entities holding a shocked symbol")
+    liquidations: int
+    warnings: int
+    recoveries: int
+    loss: float = Field(description="sum of the losses (mixes margin assets: see each entity)")
+    shortfall: float = Field(description="sum of the shortfalls (mixes margin assets)")
+
+
+class ShockAnswerPayload(_Payload):
+    """One instance's answer for its own book: exactly the alert events the moves would cause
+    as the next ticks, all symbols at once; nothing in the instance changes. Published on the
+    request's Response Topic with its Correlation Data."""
+
+    id: str
+    ts: int = Field(description="wall-clock time (ms) of the answer")
+    instance: str = Field(description="the answering instance (its status topic's name)")
+    as_of_ts: int = Field(description="exchange time (ms) of the latest record in the book")
+    elapsed_ms: float = Field(description="how long the instance took to compute it")
+    moves: dict[str, float] = Field(description="the moves applied, as fractions")
+    marks: dict[str, float] = Field(description="the shocked marks")
+    refused: dict[str, str] = Field(
+        description="symbols not shocked, with the reason: unknown_symbol, no_mark_yet, ..."
+    )
+    liquidations: list[ShockLiquidationPayload]
+    warnings: list[ShockWarningPayload]
+    recoveries: list[ShockRecoveryPayload]
+    totals: ShockTotalsPayload
+
+
+class ShockRefusalPayload(_Payload):
+    """An instance could not answer the request (nothing was computed)."""
+
+    id: str
+    ts: int = Field(description="wall-clock time (ms) of the refusal")
+    instance: str
+    error: str = Field(description="a stable code: invalid_request, busy")
+    detail: str = Field(description="what was wrong, for a human")
 
 
 FEED_MODELS: dict[str, type[_Payload]] = {

@@ -8,11 +8,18 @@ With the default prefix ``liqmon/v1``::
     liqmon/v1/events/{feed_kind}/{venue}/{symbol}               QoS 1 feed health events
     liqmon/v1/state/{account}/cross/{asset}                     retained: latest state
     liqmon/v1/state/{account}/isolated/{symbol}/{side}
+    liqmon/v1/shock/request                                     what-if requests (MQTT 5)
+    liqmon/v1/shock/response/{client}                           a requester's answers
 
 ``kind`` is ``margin_warning``, ``margin_recovered`` or ``liquidation``; ``feed_kind`` is
 ``feed_stale`` or ``feed_recovered`` (a symbol's marks stopped / resumed). A dashboard subscribes to
 ``liqmon/v1/events/#`` for every alert, ``liqmon/v1/events/+/alice/#`` for one account's,
 ``liqmon/v1/events/liquidation/#`` for one kind, and ``liqmon/v1/state/#`` for the whole book.
+
+A what-if shock is asked on ``shock/request`` with MQTT 5 request/response: every instance answers
+for its own book on the request's Response Topic, echoing its Correlation Data. Requesters use
+``shock/response/{client}`` (their own client id) by convention. ``link/sync/{client}`` is private
+to one connection (:mod:`alerts.link`'s sync barrier): nothing else publishes or reads it.
 
 Names are used as topic levels after percent-encoding the characters MQTT gives a meaning to
 (``/``, ``+``, ``#``), ``%`` itself and control characters, so an account called ``a/b`` is the
@@ -72,3 +79,13 @@ def event_filter(prefix: str, *, account: str | None = None, kind: str | None = 
 
 def state_filter(prefix: str, *, account: str | None = None) -> str:
     return f"{prefix}/state/{level(account)}/#" if account else f"{prefix}/state/#"
+
+
+def shock_request_topic(prefix: str) -> str:
+    """Where what-if shock requests are published (every instance subscribes)."""
+    return f"{prefix}/shock/request"
+
+
+def shock_response_topic(prefix: str, client: str) -> str:
+    """The conventional Response Topic of a requester (its own client id as one level)."""
+    return f"{prefix}/shock/response/{level(client)}"

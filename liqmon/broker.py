@@ -89,6 +89,7 @@ class LocalBroker:
             [self.binary, "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal stops liqmon, which stops it
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

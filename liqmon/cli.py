@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from alerts.console import ConsoleSink
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink
+from alerts.mqtt import MqttSink, engine_notional
 from alerts.sink import EventSink, FanOutSink
 from alerts.topics import ALERT_KINDS
 from feeds.brackets import BracketFileError, load_brackets
@@ -34,18 +35,23 @@ from feeds.normalized import record_json
 from liqmon import __version__, logs
 from liqmon.capture_replay import replay_capture
 from liqmon.convert import book_payloads, hyperliquid_records
+from liqmon.dashboard.access import Access
+from liqmon.dashboard.server import DashboardOptions, run_dashboard
 from liqmon.demo import run_demo
 from liqmon.mqtt_options import add_mqtt_options, mqtt_settings, open_outbox
 from liqmon.record import render_recording, run_recording
 from liqmon.replay import progress_for, replay_file
 from liqmon.service import run_service
 from liqmon.settings import ServiceSettings, load_settings, masked
+from liqmon.shock import render_answer, render_combined
+from liqmon.shock_mqtt import ShockResponder, ask_instances
 from liqmon.summary import ReplayStats, render
 from liqmon.tail import tail
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.errors import ConfigError, RecordRefused
 from monitor.records import ContractRecord
+from monitor.shock import parse_move, shock
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 1
@@ -53,6 +59,8 @@ EXIT_USAGE = 2
 
 DEMO_SPEED = 7200.0
 """The demo's scenario spans 27 hours of real XRP marks; at 7200x that is about 14 seconds."""
+DASHBOARD_DEMO_SPEED = 2400.0
+"""With the dashboard, about 40 seconds: time to open the page and watch it happen."""
 
 
 def _positive_float(text: str) -> float:
@@ -63,6 +71,15 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a positive number")
     return value
+
+
+def _move(text: str) -> tuple[str, str]:
+    """``SYMBOL=MOVE`` checked now (a bad one is a usage error), kept as the user wrote it."""
+    try:
+        symbol, _ = parse_move(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return symbol, text.partition("=")[2].strip()
 
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
         "liquidation and bankruptcy price), as a JSON array",
     )
     _engine_options(replay)
+    whatif = replay.add_argument_group("what-if shock of the final book")
+    whatif.add_argument(
+        "--shock",
+        action="append",
+        default=[],
+        type=_move,
+        metavar="SYMBOL=MOVE",
+        help="after the replay, what a move of SYMBOL's last mark (-8%%, +5%%, -0.08) would "
+        "cause as the next tick, all --shock symbols at once; repeatable",
+    )
+    whatif.add_argument(
+        "--shock-json",
+        metavar="PATH",
+        default=None,
+        help="also write the shock's answer as JSON to PATH",
+    )
     capture = replay.add_argument_group("exchange-native captures")
     capture.add_argument(
         "--format",
@@ -166,6 +199,79 @@ def build_parser() -> argparse.ArgumentParser:
         help="order and pace ticks by exchange or by local receive time",
     )
     add_mqtt_options(replay, publishing=True)
+
+    ask = commands.add_parser(
+        "shock",
+        help="ask every running instance what a move of the marks would cause (what-if)",
+        description="Send one what-if request over MQTT 5 to every liqmon instance on the "
+        "broker; each answers for its own book with the events the moves would cause as the "
+        "next ticks (nothing changes). Prints each instance's answer and their sum.",
+    )
+    ask.add_argument(
+        "--move",
+        action="append",
+        required=True,
+        type=_move,
+        metavar="SYMBOL=MOVE",
+        help="a move of SYMBOL's last mark: -8%%, +5%%, -0.08; repeatable (all at once)",
+    )
+    ask.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="wait at most S seconds for the answers (default: %(default)s; it returns as "
+        "soon as every online instance answered)",
+    )
+    ask.add_argument("--json", action="store_true", help="print the summed answer as JSON")
+    add_mqtt_options(ask, publishing=False)
+
+    dash = commands.add_parser(
+        "dashboard",
+        help="the ops page: every instance's book, alerts, ladders, health and what-if",
+        description="Subscribe to the topic tree of every liqmon instance on the broker and "
+        "serve one page that shows it live (WebSocket). Binds loopback by default; any other "
+        "address needs --token or --basic-auth (or LIQMON_DASHBOARD_TOKEN).",
+    )
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    dash.add_argument(
+        "--port", type=int, default=8050, help="HTTP port, 0 for any free (default: %(default)s)"
+    )
+    auth = dash.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--token",
+        default=os.environ.get("LIQMON_DASHBOARD_TOKEN") or None,
+        help="require this token (Authorization: Bearer, or open the page as /?token=T; "
+        "default: $LIQMON_DASHBOARD_TOKEN)",
+    )
+    auth.add_argument("--basic-auth", metavar="USER:PASS", help="require HTTP basic auth")
+    dash.add_argument(
+        "--alerts",
+        type=int,
+        default=1000,
+        help="alerts kept since start, shown to a late browser (default: %(default)s)",
+    )
+    dash.add_argument(
+        "--ladder-step",
+        type=_positive_float,
+        default=1.0,
+        metavar="PCT",
+        help="width of a liquidation-ladder bucket, %% of the mark (default: %(default)s)",
+    )
+    dash.add_argument(
+        "--ladder-buckets",
+        type=int,
+        default=10,
+        help="buckets on each side of the mark (default: %(default)s)",
+    )
+    dash.add_argument(
+        "--shock-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="how long a what-if waits for the instances' answers (default: %(default)s)",
+    )
+    add_mqtt_options(dash, publishing=False)
 
     tail = commands.add_parser(
         "tail",
@@ -321,8 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--speed",
         type=_positive_float,
-        default=DEMO_SPEED,
-        help="pace multiplier (default: %(default)s)",
+        default=None,
+        help=f"pace multiplier (default: {DEMO_SPEED:g}, or {DASHBOARD_DEMO_SPEED:g} with "
+        "--dashboard, to watch it in the page)",
+    )
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also serve the ops dashboard on the demo's broker and print its URL; it keeps "
+        "serving after the replay until Ctrl-C",
+    )
+    demo.add_argument(
+        "--port", type=int, default=8050, help="the dashboard's port (default: %(default)s)"
     )
     return parser
 
@@ -365,6 +481,17 @@ def _finish(stats: ReplayStats, summary_json: TextIO | None = None) -> int:
     return EXIT_UNREADABLE if stats.failure else EXIT_OK
 
 
+def _shock_final_book(
+    engine: Engine, moves: list[tuple[str, str]], shock_json: TextIO | None
+) -> None:
+    """``replay --shock``: the what-if of the book the replay ended with, after the summary."""
+    result = shock(engine, dict(parse_move(f"{symbol}={move}") for symbol, move in moves))
+    body = result.as_dict()
+    print(render_answer({**body, "as_of_ts": engine.clock}), file=sys.stderr)
+    if shock_json is not None:
+        shock_json.write(json.dumps(body, indent=2) + "\n")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     stats = ReplayStats(source=args.file)
     engine = _engine(args, stats)
@@ -381,6 +508,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if args.book_json
                 else None
             )
+            shock_json = (
+                stack.enter_context(open(args.shock_json, "w", encoding="utf-8"))
+                if args.shock_json
+                else None
+            )
         except OSError as exc:
             print(f"liqmon: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -391,13 +523,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 open_outbox(args),
                 version=__version__,
                 drain_timeout_s=args.drain_timeout_s,
+                notional_of=engine_notional(lambda: engine),
             )
             sink = FanOutSink(sink, mqtt)
+        if shock_json is not None and not args.shock:
+            raise ConfigError("--shock-json needs at least one --shock SYMBOL=MOVE")
         result = asyncio.run(_replay(args, engine, sink, mqtt))
         result.warnings[:0] = stats.warnings
         if book_json is not None:
             book_json.write(json.dumps(book_payloads(engine), indent=2) + "\n")
-        return _finish(result, summary_json)
+        status = _finish(result, summary_json)
+        if args.shock:
+            _shock_final_book(engine, args.shock, shock_json)
+        return status
 
 
 async def _replay(
@@ -418,8 +556,13 @@ async def _replay(
             f"{args.file} already is normalized records"
         )
     async with asyncio.TaskGroup() as tasks:
+        responder: asyncio.Task[None] | None = None
         if mqtt is not None:
-            tasks.create_task(mqtt.run())
+            tasks.create_task(mqtt.run(), name="mqtt-sink")
+            if mqtt.settings.protocol == "5":  # while it replays, it answers what-if requests
+                responder = tasks.create_task(
+                    ShockResponder(mqtt.settings, lambda: engine).run(), name="shock-responder"
+                )
         try:
             if fmt == "normalized":
                 stats = await replay_file(
@@ -440,6 +583,8 @@ async def _replay(
                 )
         finally:
             await sink.close()
+            if responder is not None:
+                responder.cancel()
     if mqtt is not None:
         m = mqtt.stats()
         stats.notes.append(
@@ -453,6 +598,50 @@ async def _replay(
                 f"the outbox {mqtt.outbox.directory} and are sent on the next start"
             )
     return stats
+
+
+def cmd_shock(args: argparse.Namespace) -> int:
+    settings = mqtt_settings(args)
+    if settings.protocol != "5":
+        raise ConfigError("shock: request/response needs MQTT 5 (--mqtt-protocol 5)")
+    combined = asyncio.run(ask_instances(settings, dict(args.move), timeout_s=args.timeout))
+    if combined is None:
+        print(
+            f"liqmon: shock: no connection to {settings.display_url()} within {args.timeout:g} s",
+            file=sys.stderr,
+        )
+        return EXIT_UNREADABLE
+    if args.json:
+        print(json.dumps(combined, indent=2))
+    else:
+        print(render_combined(combined))
+    if not combined["instances"]:
+        print(f"liqmon: shock: no instance answered within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_UNREADABLE
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    settings = mqtt_settings(args)
+    if settings.protocol != "5":
+        raise ConfigError("dashboard: the what-if panel needs MQTT 5 (--mqtt-protocol 5)")
+    if args.alerts < 1 or args.ladder_buckets < 1:
+        raise ConfigError("dashboard: --alerts and --ladder-buckets must be positive")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("dashboard: --port must be between 0 and 65535")
+    options = DashboardOptions(
+        mqtt=settings,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        basic=Access.parse_basic(args.basic_auth) if args.basic_auth else None,
+        alerts_kept=args.alerts,
+        ladder_step_pct=args.ladder_step,
+        ladder_buckets=args.ladder_buckets,
+        shock_timeout_s=args.shock_timeout,
+    )
+    Access(options.host, token=options.token, basic=options.basic)  # refuse a bad bind now
+    return run_dashboard(options)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -581,7 +770,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return _finish(run_demo(args.speed))
+    if args.dashboard:
+        speed = args.speed or DASHBOARD_DEMO_SPEED
+        stats = run_demo(speed, dashboard_port=args.port)  # prints its summary, serves
+        return EXIT_UNREADABLE if stats.failure else EXIT_OK
+    return _finish(run_demo(args.speed or DEMO_SPEED))
 
 
 GC_THRESHOLDS = (10_000, 50, 50)
@@ -600,6 +793,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "tail":
             return cmd_tail(args)
+        if args.command == "shock":
+            return cmd_shock(args)
+        if args.command == "dashboard":
+            return cmd_dashboard(args)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "config":

@@ -2,7 +2,8 @@
 
 One :class:`asyncio.TaskGroup` owns every task: the MQTT sink's connection, the HTTP endpoint,
 the tick source (a venue feed, or a recorded file), the account-input subscription, the feed
-health clock, and the engine loop. Producers put inputs on one bounded queue (back-pressure: a
+health clock, the what-if responder (:class:`~liqmon.shock_mqtt.ShockResponder`, which only
+reads the engine), and the engine loop. Producers put inputs on one bounded queue (back-pressure: a
 full queue makes them wait); the engine loop is the queue's only consumer, so the engine is never
 touched concurrently.
 
@@ -35,7 +36,7 @@ import orjson
 import structlog
 
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink, Received, subscribe
+from alerts.mqtt import MqttSink, Received, engine_notional, subscribe
 from alerts.outbox import Outbox
 from alerts.sink import EventSink
 from alerts.topics import feed_event_topic
@@ -59,6 +60,7 @@ from liqmon.hyperliquid_watch import HyperliquidWatch
 from liqmon.ops import Metrics, serve
 from liqmon.persistence import SinkMark, StateStore
 from liqmon.settings import ServiceSettings
+from liqmon.shock_mqtt import ShockResponder
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
 from monitor.events import EngineEvent, StateEvent
@@ -217,6 +219,7 @@ class Service:
                 position_extras=None
                 if self.hyperliquid is None
                 else self.hyperliquid.position_extras,
+                notional_of=engine_notional(lambda: self.engine),
             )
             self.sinks.append(
                 GuardedSink(self.mqtt, SinkMark(state_dir, "mqtt"), outbox.last_message_id)
@@ -700,6 +703,8 @@ class Service:
                     self.http_port = bound[0] if bound else http.port
                 await self.restore()
                 side.extend(tasks.create_task(p) for p in self._producers())
+                if (responder := self._shock_responder()) is not None:
+                    side.append(tasks.create_task(responder.run(), name="shock-responder"))
                 await self._engine_loop()
                 for task in side:
                     task.cancel()
@@ -729,6 +734,14 @@ class Service:
         if self.hyperliquid is not None:
             producers.append(self._hyperliquid_source(self.hyperliquid))
         return producers
+
+    def _shock_responder(self) -> ShockResponder | None:
+        """What-if requests answered from the book (see :mod:`liqmon.shock_mqtt`): the engine
+        is only read, between two inputs of the engine loop (one event loop, one thread)."""
+        mqtt = self.settings.mqtt
+        if self.mqtt is None or not mqtt.answer_shocks or mqtt.protocol != "5":
+            return None
+        return ShockResponder(self.mqtt.settings, lambda: self.engine)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""

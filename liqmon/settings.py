@@ -170,6 +170,8 @@ class MqttSection(_Section):
     event_expiry_s: int = Field(default=86_400, ge=1)
     accounts_input: bool = True
     """Subscribe to the account input topics (``{prefix}/in/...``)."""
+    answer_shocks: bool = True
+    """Answer what-if shock requests (``{prefix}/shock/request``, MQTT 5 only)."""
 
     @field_validator("url")
     @classmethod

@@ -36,6 +36,7 @@ class Got:
     retain: bool
     user_properties: dict[str, str]
     content_type: str | None
+    correlation_data: bytes | None = None
 
     @property
     def body(self) -> dict[str, Any] | None:
@@ -88,7 +89,15 @@ class Collector:
         props = getattr(message, "properties", None)
         user = dict(getattr(props, "UserProperty", []) or []) if props is not None else {}
         content_type = getattr(props, "ContentType", None) if props is not None else None
-        got = Got(message.topic, bytes(message.payload), bool(message.retain), user, content_type)
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        got = Got(
+            message.topic,
+            bytes(message.payload),
+            bool(message.retain),
+            user,
+            content_type,
+            bytes(correlation) if correlation is not None else None,
+        )
         with self._lock:
             self.messages.append(got)
             self._lock.notify_all()

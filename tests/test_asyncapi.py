@@ -25,8 +25,8 @@ def test_asyncapi_yaml_is_the_document_generated_from_the_models() -> None:
 
 def test_every_channel_and_message_is_described() -> None:
     """Each alert kind has a cross and an isolated channel, plus state and status, the feed
-    events, rejects and the two input channels; every message's payload points at a schema
-    that exists."""
+    events, rejects, the two input channels and the what-if request / response; every
+    message's payload points at a schema that exists."""
     doc = document()
     assert set(doc["channels"]) == {
         "status",
@@ -37,6 +37,8 @@ def test_every_channel_and_message_is_described() -> None:
         "rejects",
         "in_records",
         "in_binance",
+        "shock_request",
+        "shock_response",
         *(
             f"{kind}_{scope}"
             for kind in ("margin_warning", "margin_recovered", "liquidation")

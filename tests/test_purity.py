@@ -143,3 +143,36 @@ def test_the_check_allows_the_engine_s_own_imports() -> None:
         "from monitor.margin import EXACT\nfrom iomodule import x\n"
     )
     assert imported_roots(ast.parse(source)) & FORBIDDEN == set()
+
+
+LIQMON_SANS_IO = sorted(
+    [
+        ROOT / "liqmon" / "shock.py",
+        *(ROOT / "liqmon" / "dashboard" / f"{name}.py" for name in ("book", "ladder", "throttle")),
+        ROOT / "liqmon" / "dashboard" / "access.py",
+    ]
+)
+"""The pure parts of the shell: the what-if protocol, and the dashboard's book model, ladders,
+coalescing and access policy (their drivers are liqmon/shock_mqtt.py and the dashboard's
+bridge and server)."""
+
+
+def _urllib_modules(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.split(".")[0] == "urllib")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "urllib":
+            names.add(node.module or "")
+    return names
+
+
+@pytest.mark.parametrize("path", LIQMON_SANS_IO, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_pure_parts_of_the_shell_import_no_io(path: Path) -> None:
+    """The same check for the sans-I/O modules outside the engine, which may use
+    ``urllib.parse`` (string functions) and nothing else of urllib."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    assert imported_roots(tree) & (FORBIDDEN - {"urllib"}) == set()
+    assert _urllib_modules(tree) <= {"urllib.parse"}
+    assert called_builtins(tree) == set()
+    assert relative_imports(tree) == set()

@@ -1,7 +1,9 @@
 """Domain events the engine emits (docs/alerts.md), as immutable past-tense facts.
 
 Every event names the entity it is about: ``scope`` is ``isolated`` (one position, keyed by
-account, symbol and side) or ``cross`` (all cross positions of an account in one margin asset).
+account, symbol and side), ``cross`` (all cross positions of an account in one margin asset) or
+``pool`` (every linear cross position and every wallet of an account in multi-assets mode,
+valued in USD: docs/collateral.md).
 ``ts`` is the exchange time (ms) of the record that caused the event. ``id`` is stable: the same
 input gives the same ids (see :func:`event_id`).
 
@@ -15,9 +17,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-Scope = Literal["isolated", "cross"]
+Scope = Literal["isolated", "cross", "pool"]
 
 EVENT_KINDS = ("margin_warning", "margin_recovered", "liquidation")
+_SCOPE_ORDER = {"cross": 0, "isolated": 1, "pool": 2}
+"""Within an account: cross entities, then isolated ones, then the pool (a multi-assets
+account has no cross entity nor isolated position, so the pool never meets them)."""
 
 
 class EntityRef(NamedTuple):
@@ -38,7 +43,7 @@ class EntityRef(NamedTuple):
         """Canonical order of entities (events caused by one record are emitted in it)."""
         return (
             self.account,
-            0 if self.scope == "cross" else 1,
+            _SCOPE_ORDER[self.scope],
             self.asset,
             self.symbol or "",
             self.side or "",
@@ -47,6 +52,8 @@ class EntityRef(NamedTuple):
     def label(self) -> str:
         if self.scope == "cross":
             return f"{self.account} cross {self.asset}"
+        if self.scope == "pool":
+            return f"{self.account} pool (USD)"
         return f"{self.account} {self.symbol} {self.side} isolated"
 
 

@@ -84,6 +84,12 @@ def _move(text: str) -> tuple[str, str]:
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--funding",
+        action="store_true",
+        help="settle the funding rates that ticks carry, every funding time "
+        "(docs/collateral.md); off: wallets move only by records",
+    )
+    parser.add_argument(
         "--levels",
         default="0.7,0.8,0.9",
         help="margin-ratio alert levels, increasing, each in (0, 1) (default: %(default)s)",
@@ -449,6 +455,7 @@ def _engine(args: argparse.Namespace, stats: ReplayStats | None = None) -> Engin
         args.hysteresis,
         args.policy,
         state_move=args.state_move if args.mqtt else None,
+        funding=args.funding,
     )
     engine = Engine(config)
     for path in args.brackets:
@@ -530,6 +537,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise ConfigError("--shock-json needs at least one --shock SYMBOL=MOVE")
         result = asyncio.run(_replay(args, engine, sink, mqtt))
         result.warnings[:0] = stats.warnings
+        if engine.config.funding:
+            for asset in sorted({*engine.funding_paid, *engine.funding_received}):
+                result.funding[asset] = {
+                    "paid": str(engine.funding_paid.get(asset, 0)),
+                    "received": str(engine.funding_received.get(asset, 0)),
+                }
         if book_json is not None:
             book_json.write(json.dumps(book_payloads(engine), indent=2) + "\n")
         status = _finish(result, summary_json)

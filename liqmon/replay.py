@@ -25,7 +25,13 @@ from monitor.bulk import apply_batch
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
 from monitor.events import EngineEvent, StateEvent
-from monitor.records import AccountUpdateRecord, ContractRecord, Record, TickRecord
+from monitor.records import (
+    AccountUpdateRecord,
+    AssetModeRecord,
+    ContractRecord,
+    Record,
+    TickRecord,
+)
 
 LOGGED_PER_REASON = 10
 log = structlog.get_logger("liqmon.replay")
@@ -171,13 +177,18 @@ async def _ticks(
     stats.lines += count
     stats.records["tick"] += count
     if pacer is None:
-        events, dropped = engine.apply_ticks(run.symbols, run.marks, run.texts, run.stamps)
+        events, dropped = engine.apply_ticks(
+            run.symbols, run.marks, run.texts, run.stamps, run.funding
+        )
     else:
         events, dropped = [], []
         for i, symbol in enumerate(run.symbols):
             await _pace(pacer, run.stamps[i])
+            rate, when = run.funding[i] if run.funding is not None else (None, None)
             try:
-                events.extend(engine.apply_tick(symbol, run.marks[i], run.texts[i], run.stamps[i]))
+                events.extend(
+                    engine.apply_tick(symbol, run.marks[i], run.texts[i], run.stamps[i], rate, when)
+                )
             except TickDropped as error:
                 dropped.append((i, error))
     stats.ticks_applied += count - len(dropped)
@@ -250,6 +261,8 @@ def record_kind(record: Record) -> str:
     """The record's ``type`` as in the input (``tick``, ``position``, ``account_snapshot``...)."""
     if isinstance(record, AccountUpdateRecord):
         return "account_snapshot" if record.replace else "account_update"
+    if isinstance(record, AssetModeRecord):
+        return "asset_mode"
     return type(record).__name__.removesuffix("Record").lower()
 
 

@@ -57,8 +57,13 @@ class EngineSection(_Section):
     """A sidecar follows the trading system: it holds liquidated positions until told."""
     state_move: Decimal = Decimal("0.05")
 
+    funding: bool = False
+    """Settle the funding rates that ticks carry (docs/collateral.md §3)."""
+
     def config(self) -> EngineConfig:
-        return EngineConfig.from_values(self.levels, self.hysteresis, self.policy, self.state_move)
+        return EngineConfig.from_values(
+            self.levels, self.hysteresis, self.policy, self.state_move, funding=self.funding
+        )
 
 
 class FeedSection(_Section):

@@ -27,6 +27,9 @@ class ReplayStats:
     notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     failure: str | None = None
+    funding: dict[str, dict[str, str]] = field(default_factory=dict)
+    """With funding on: per margin asset, what positions ``paid`` and ``received`` (exact
+    decimal text)."""
 
     def reject(self, reason: str, line: int) -> None:
         self.rejected[reason] += 1
@@ -53,6 +56,7 @@ class ReplayStats:
             "notes": self.notes,
             "elapsed_s": round(self.elapsed, 6),
             "failure": self.failure,
+            "funding": self.funding,
         }
 
 
@@ -81,6 +85,8 @@ def render(stats: ReplayStats) -> str:
         lines.append("  rejected    0")
     events = sum(stats.events.values())
     lines.append(f"  events      {events:,}" + (f" ({_counts(stats.events)})" if events else ""))
+    for asset, flows in sorted(stats.funding.items()):
+        lines.append(f"  funding     {asset}: paid {flows['paid']}, received {flows['received']}")
     lines.extend(f"  {note}" for note in stats.notes)
     lines.extend(f"  warning     {warning}" for warning in stats.warnings)
     rate = stats.lines / stats.elapsed if stats.elapsed > 0 else 0.0

@@ -23,6 +23,7 @@ Names (accounts, assets, symbols) are interned once: every table holds small int
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -33,12 +34,29 @@ from monitor.contracts import Contract
 from monitor.exact import ExactColumn
 
 CROSS, ISOLATED, POOL = 0, 1, 2
+USD = "USD"
+"""The asset a pool's numbers are in."""
 SIDES = ("both", "long", "short")
 SIDE_IDS = {"both": 0, "long": 1, "short": 2}
 SCOPES = ("cross", "isolated", "pool")
 INF = float("inf")
 NAN = float("nan")
 NONE = -1
+
+
+@dataclass(slots=True)
+class Collateral:
+    """The latest ``collateral`` record of an asset."""
+
+    price: Decimal
+    haircut: Decimal
+    ts: int
+    price_f: float = 0.0
+    keep_f: float = 0.0  # 1 − haircut
+
+    def __post_init__(self) -> None:
+        self.price_f = float(self.price)
+        self.keep_f = float(1 - self.haircut)
 
 
 class Names:
@@ -255,15 +273,18 @@ class Accounts(Table):
         "first_balance": ("int32", NONE),
         "snapshot_ts": ("int64", -1),  # ts of the last full account snapshot; -1: none
         "multi_assets": ("int8", 0),  # asset_mode, docs/collateral.md §1
+        "pool": ("int32", NONE),  # the account's pool entity, in multi-assets mode
     }
     first_row: np.ndarray
     first_balance: np.ndarray
     snapshot_ts: np.ndarray
     multi_assets: np.ndarray
+    pool: np.ndarray
     v_first_row: Cells
     v_first_balance: Cells
     v_snapshot_ts: Cells
     v_multi_assets: Cells
+    v_pool: Cells
 
 
 class Book:
@@ -284,6 +305,9 @@ class Book:
         self.leverages: list[Decimal] = []
         self._leverage_ids: dict[Any, int] = {}
         self._balance_index: dict[int, int] = {}
+        self.collateral: dict[int, Collateral] = {}
+        """The latest ``collateral`` record of each asset (by asset id)."""
+        self.usd = self.asset_names.intern(USD)
 
     def rebuild_indexes(self) -> None:
         """The lookups that are not columns, after the tables were loaded from a snapshot."""
@@ -432,13 +456,17 @@ class Book:
             balance = self.balance_row(aid, asset, create=True)
             self.balances.v_entity[balance] = entity
             self.set_wallet(entity, self.balance_wallet(balance))
-        else:
+        else:  # an isolated wallet is set by its record; a pool's wallets are the balances
             self.set_wallet(entity, Decimal(0))
+        if kind == POOL:
+            self.accounts.v_pool[aid] = entity
         return entity
 
     def forget_entity(self, entity: int) -> None:
         """Remove an entity that holds no row any more."""
         entities = self.entities
+        if entities.v_kind[entity] == POOL:
+            self.accounts.v_pool[entities.v_account[entity]] = NONE
         if entities.v_kind[entity] == CROSS:
             balance = self.balance_row(entities.v_account[entity], entities.v_asset[entity])
             if balance != NONE:

@@ -44,6 +44,9 @@ class EngineConfig:
     levels: tuple[Decimal, ...] = DEFAULT_LEVELS
     hysteresis: Decimal = DEFAULT_HYSTERESIS
     policy: Policy = "close"
+    funding: bool = False
+    """Settle the funding that ticks carry (docs/collateral.md §3): off by default, for in a
+    sidecar the trading system reports funding through wallet updates."""
     state_move: Decimal | None = None
     """Emit :class:`MarginStateChanged` when an entity's margin ratio moved by this fraction of
     its last published value (at least of a ratio of ``STATE_RATIO_FLOOR``); ``None``: no state
@@ -82,6 +85,7 @@ class EngineConfig:
         hysteresis: object | None = None,
         policy: str | None = None,
         state_move: object | None = None,
+        funding: bool = False,
     ) -> EngineConfig:
         """Build from loosely typed values (command line, config file)."""
         if isinstance(levels, str):
@@ -97,6 +101,7 @@ class EngineConfig:
             else _decimal("hysteresis", hysteresis),
             policy=cast(Policy, policy or "close"),
             state_move=None if state_move is None else _decimal("state_move", state_move),
+            funding=funding,
         )
 
     def rearm_threshold(self, level_index: int) -> Decimal:

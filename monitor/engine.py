@@ -32,7 +32,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from monitor.book import CROSS, ISOLATED, NONE, SIDE_IDS, Book
+from monitor.book import CROSS, ISOLATED, NONE, POOL, SIDE_IDS, Book
+from monitor.collateral import (
+    apply_asset_mode,
+    apply_collateral,
+    check_pool_position,
+    settle_funding,
+    store_funding,
+)
 from monitor.config import EngineConfig
 from monitor.contracts import Contract
 from monitor.errors import RecordRejected, TickDropped
@@ -41,7 +48,9 @@ from monitor.events import EngineEvent, EntityRef, MarginStateChanged, MarginSta
 from monitor.exact import EXACT
 from monitor.records import (
     AccountUpdateRecord,
+    AssetModeRecord,
     BalanceRecord,
+    CollateralRecord,
     ContractRecord,
     MarginRecord,
     MarkSource,
@@ -72,6 +81,11 @@ class Engine:
         self._indexed = True
         """Ticks inside every band of their symbol are skipped (off in the naive baseline)."""
         self._evaluator = Evaluator(self.config, self.book, self.triggers, self._exact_mark_id)
+        self._funding: dict[int, tuple[Decimal, int]] = {}  # symbol -> (rate, funding_ts)
+        self._funding_settled: dict[int, int] = {}  # symbol -> the funding_ts it settled last
+        self.funding_paid: dict[str, Decimal] = {}
+        """Funding settled so far per margin asset: what positions paid, what they received."""
+        self.funding_received: dict[str, Decimal] = {}
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -260,7 +274,14 @@ class Engine:
         the state is then unchanged.
         """
         if isinstance(record, TickRecord):
-            return self.apply_tick(record.symbol, record.mark, record.mark_text, record.ts)
+            return self.apply_tick(
+                record.symbol,
+                record.mark,
+                record.mark_text,
+                record.ts,
+                record.funding_rate,
+                record.funding_ts,
+            )
         if isinstance(record, PositionRecord):
             return self._apply_position(record)
         if isinstance(record, BalanceRecord):
@@ -269,14 +290,25 @@ class Engine:
             return self._apply_margin(record)
         if isinstance(record, AccountUpdateRecord):
             return self._apply_account_update(record)
+        if isinstance(record, AssetModeRecord):
+            return apply_asset_mode(self, record)
+        if isinstance(record, CollateralRecord):
+            return apply_collateral(self, record)
         return self._apply_contract(record)
 
     def apply_tick(
-        self, symbol: str, mark: float, mark_text: MarkSource, ts: int
+        self,
+        symbol: str,
+        mark: float,
+        mark_text: MarkSource,
+        ts: int,
+        funding_rate: Decimal | None = None,
+        funding_ts: int | None = None,
     ) -> Sequence[EngineEvent]:
         """Apply a mark price (the hot path). ``mark`` must be finite and positive;
         ``mark_text`` says exactly what it was (see :data:`monitor.records.MarkSource`); it is
-        only read when a decision or an event needs the exact value."""
+        only read when a decision or an event needs the exact value. The funding pair, if
+        any, is settled and stored with funding on (:mod:`monitor.collateral`)."""
         sid = self._symbol_ids.get(symbol)
         if sid is None:
             raise TickDropped("unknown_symbol", f"no contract for {symbol}")
@@ -290,6 +322,8 @@ class Engine:
         self._exact_marks[sid] = None
         if ts > self._clock:
             self._clock = ts
+        if self.config.funding:
+            return self._funded_tick(sid, mark, ts, last, funding_rate, funding_ts)
         if last < 0:
             due = self._holders(sid)
         elif self._indexed and symbols.v_env_lo[sid] <= mark <= symbols.v_env_hi[sid]:
@@ -300,17 +334,45 @@ class Engine:
             return NO_EVENTS
         return self._evaluator.evaluate(due, ts)
 
+    def _funded_tick(
+        self,
+        sid: int,
+        mark: float,
+        ts: int,
+        last: int,
+        rate: Decimal | None,
+        when: int | None,
+    ) -> Sequence[EngineEvent]:
+        """The rest of an accepted tick with funding on: settlement first (every holder whose
+        wallet moved is evaluated with the move), then the pair is stored."""
+        moved = settle_funding(self, sid, ts)
+        store_funding(self, sid, rate, when)
+        symbols = self.book.symbols
+        if last < 0 or moved:
+            due = self._holders(sid)
+            if last >= 0:
+                self._crossed(sid, mark)  # the crossed entries are due anyway: drop them
+        elif self._indexed and symbols.v_env_lo[sid] <= mark <= symbols.v_env_hi[sid]:
+            return NO_EVENTS
+        else:
+            due = self._crossed(sid, mark)
+        return self._evaluator.evaluate(due, ts) if due else NO_EVENTS
+
     def apply_ticks(
         self,
         symbols: Sequence[str],
         marks: Sequence[float],
         texts: Sequence[MarkSource],
         stamps: Sequence[int],
+        funding: Sequence[tuple[Decimal | None, int | None]] | None = None,
     ) -> tuple[list[EngineEvent], list[tuple[int, TickDropped]]]:
         """Apply a batch of ticks in order (one call for many: the replay's hot loop).
 
         Returns the events (in order) and the ticks dropped, by their index in the batch.
+        ``funding``: each tick's ``(funding_rate, funding_ts)``, settled with funding on.
         """
+        if self.config.funding:
+            return self._ticks_one_by_one(symbols, marks, texts, stamps, funding)
         evaluator = self._evaluator
         evaluator.deferring = evaluator.batching
         try:
@@ -318,6 +380,24 @@ class Engine:
         finally:
             evaluator.deferring = False
             evaluator.flush()
+
+    def _ticks_one_by_one(
+        self,
+        symbols: Sequence[str],
+        marks: Sequence[float],
+        texts: Sequence[MarkSource],
+        stamps: Sequence[int],
+        funding: Sequence[tuple[Decimal | None, int | None]] | None,
+    ) -> tuple[list[EngineEvent], list[tuple[int, TickDropped]]]:
+        events: list[EngineEvent] = []
+        dropped: list[tuple[int, TickDropped]] = []
+        for i, symbol in enumerate(symbols):
+            rate, when = funding[i] if funding is not None else (None, None)
+            try:
+                events.extend(self.apply_tick(symbol, marks[i], texts[i], stamps[i], rate, when))
+            except TickDropped as exc:
+                dropped.append((i, exc))
+        return events, dropped
 
     def _apply_ticks(
         self,
@@ -429,6 +509,8 @@ class Engine:
         row = book.balance_row(aid, book.asset_names.intern(record.asset), create=True)
         book.set_balance(row, record.wallet)
         entity = book.balances.v_entity[row]
+        if book.accounts.v_multi_assets[aid]:
+            entity = book.accounts.v_pool[aid]  # every wallet backs the pool
         if entity == NONE:
             return NO_EVENTS
         book.entities.v_liquidating[entity] = 0
@@ -462,6 +544,12 @@ class Engine:
         contract = None if sid is None else self.book.contracts[sid]
         if contract is None:
             raise RecordRejected("unknown_symbol", f"no contract for {record.symbol}")
+        check_pool_position(
+            self,
+            self.book.account_names.ids.get(record.account),
+            record.mode == "isolated",
+            contract.is_inverse,
+        )
         qty = record.qty
         if (record.side == "long" and qty < 0) or (record.side == "short" and qty > 0):
             raise RecordRejected("qty_side_mismatch", f"qty {qty} contradicts side {record.side}")
@@ -509,6 +597,8 @@ class Engine:
             row = book.balance_row(aid, assets.intern(asset), create=True)
             book.set_balance(row, wallet)
             entity = book.balances.v_entity[row]
+            if book.accounts.v_multi_assets[aid]:
+                entity = book.accounts.v_pool[aid]
             if entity != NONE:
                 touched[entity] = None
         updates = list(zip(record.positions, contracts, strict=True))
@@ -569,6 +659,10 @@ class Engine:
                     new_entity = old_entity
                 else:
                     new_entity = book.create_entity(ISOLATED, aid, asset, sid, side)
+            elif book.accounts.v_multi_assets[aid]:
+                new_entity = book.accounts.v_pool[aid]
+                if new_entity == NONE:
+                    new_entity = book.create_entity(POOL, aid, book.usd)
             else:
                 new_entity = book.cross_entity(aid, asset)
                 if new_entity == NONE:

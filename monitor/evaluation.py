@@ -30,7 +30,7 @@ import numpy as np
 
 from monitor.bands import SymbolCurve, Threshold, bands
 from monitor.bands_batch import BandRequest, batch_bands
-from monitor.book import CROSS, NONE, Book
+from monitor.book import CROSS, NONE, POOL, Book
 from monitor.config import STATE_RATIO_FLOOR, EngineConfig
 from monitor.events import (
     EngineEvent,
@@ -41,7 +41,8 @@ from monitor.events import (
     MarginWarningRaised,
     event_id,
 )
-from monitor.triggers import Triggers
+from monitor.pools import needed_assets, pool_bands, pool_exact, pool_loss, value_pool
+from monitor.triggers import CollateralTriggers, Triggers
 from monitor.valuation import (
     ExactMark,
     RowTerms,
@@ -65,18 +66,34 @@ _BALANCE_POSITIVE = Threshold(alpha=0.0, beta=1.0, rising=True)
 class _Valuation:
     """One entity valued at the current marks, with exact fallbacks for close calls."""
 
-    __slots__ = ("entity", "evaluator", "exact", "mb", "mm", "tolerance")
+    __slots__ = ("entity", "evaluator", "exact", "mb", "mm", "pool", "tolerance", "waiting")
 
     def __init__(self, evaluator: Evaluator, entity: int) -> None:
         self.evaluator = evaluator
         self.entity = entity
-        self.mb, self.mm, self.tolerance = value_one(evaluator.book, entity)
+        book = evaluator.book
+        self.pool = book.entities.v_kind[entity] == POOL
+        self.waiting = False
+        """A pool that needs an asset without a price yet: not valued at all."""
+        if self.pool:
+            valued = value_pool(book, book.collateral, entity)
+            if valued is None:
+                self.waiting = True
+                valued = (1.0, 0.0, 0.0)
+            self.mb, self.mm, self.tolerance = valued
+        else:
+            self.mb, self.mm, self.tolerance = value_one(book, entity)
         self.exact: tuple[Fraction, Fraction] | None = None
 
     def exact_values(self) -> tuple[Fraction, Fraction]:
         """``(MB, MM)`` in exact arithmetic (computed once)."""
         if self.exact is None:
-            self.exact = value_exact(self.evaluator.book, self.entity, self.evaluator.exact_mark)
+            evaluator = self.evaluator
+            if self.pool:
+                book = evaluator.book
+                self.exact = pool_exact(book, book.collateral, self.entity, evaluator.exact_mark)
+            else:
+                self.exact = value_exact(evaluator.book, self.entity, evaluator.exact_mark)
         return self.exact
 
     def sign(self, alpha: int, beta: float, beta_exact: Fraction) -> int:
@@ -141,6 +158,9 @@ class Evaluator:
         next mark of a pinned symbol, bands every pending entity."""
         self.pending: list[np.ndarray] = []
         self.pending_symbols: dict[int, list[np.ndarray]] = {}
+        self.waiting: dict[int, set[int]] = {}
+        """Pools waiting for the first price of an asset they need, by asset."""
+        self.collateral_triggers = CollateralTriggers()
 
     # -- structure ------------------------------------------------------------------------------
 
@@ -174,6 +194,11 @@ class Evaluator:
         clear = self.triggers.clear_band
         for row in self.book.entity_rows(entity):
             clear(row)
+        self.collateral_triggers.clear(entity)
+
+    def collateral_crossed(self, asset: int, price: float) -> list[int]:
+        """Pools whose band on the asset's price ``price`` leaves."""
+        return self.collateral_triggers.crossed(asset, price)
 
     # -- evaluating -----------------------------------------------------------------------------
 
@@ -181,10 +206,13 @@ class Evaluator:
         """Run the state machine for ``entities`` (live, not liquidating ones) at the current
         marks; events in canonical entity order."""
         liquidating = self.book.entities.v_liquidating
+        kind = self.book.entities.v_kind
         due = [e for e in entities if not liquidating[e]]
         events: list[EngineEvent] = []
         if self.batching and len(due) >= BATCH_MIN:
-            due = self._quiet_in_batch(np.array(due, dtype=np.int64))
+            pools = [e for e in due if kind[e] == POOL]  # pools take the scalar path
+            rest = [e for e in due if kind[e] != POOL]
+            due = [*self._quiet_in_batch(np.array(rest, dtype=np.int64)), *pools]
         if len(due) > 1:
             book = self.book
             due.sort(key=lambda e: sort_key(book, e))
@@ -197,6 +225,9 @@ class Evaluator:
         self.evaluations += 1
         valuation = _Valuation(self, entity)
         entities = self.book.entities
+        if valuation.waiting:
+            self._wait(entity)
+            return
         if valuation.liquidated():
             alive = self._liquidate(entity, ts, valuation, events)
             if self.state_move is not None and alive:  # held, marked liquidating: publish that
@@ -276,9 +307,23 @@ class Evaluator:
                 chosen.append(max(falling, key=_beta))
         return [(t, _slack(t, mb, mm) - tolerance) for t in chosen]
 
+    def _wait(self, entity: int) -> None:
+        """A pool without a price for an asset it needs: unbanded until that price comes."""
+        book = self.book
+        self.unindex(entity)
+        for asset in needed_assets(book, entity):
+            if asset not in book.collateral:
+                self.waiting.setdefault(asset, set()).add(entity)
+
     def index_one(self, entity: int, mb: float, mm: float, tolerance: float) -> None:
         """Replace the entity's trigger bands with ones computed at the current marks."""
         book = self.book
+        if book.entities.v_kind[entity] == POOL:
+            rows, assets = pool_bands(book, entity, self._thresholds(entity, mb, mm, tolerance))
+            for row, lo, hi in rows:
+                self.triggers.set_band(row, lo, hi)
+            self.collateral_triggers.set_bands(entity, assets)
+            return
         price = book.symbols.v_price
         grouped = legs_by_symbol(book, entity)
         curves: list[SymbolCurve] = []
@@ -453,7 +498,8 @@ class Evaluator:
     def describe(self, entity: int, ts: int) -> MarginStateChanged:
         """The entity's state as a state event, changing nothing (no published-state
         bookkeeping): what a reader of the whole book sees."""
-        mb, mm, _ = value_one(self.book, entity)
+        valuation = _Valuation(self, entity)
+        mb, mm = valuation.mb, valuation.mm
         return self._describe(entity, ts, mb, mm, mm / mb if mb > 0 else None)
 
     def _describe(
@@ -497,7 +543,10 @@ class Evaluator:
         """Emit the liquidation and apply the policy; return whether the entity lives on."""
         book = self.book
         mb, mm = valuation.exact_values()
-        wallet: Decimal = book.wallet(entity)
+        kind = book.entities.v_kind[entity]
+        wallet: Decimal | Fraction = (
+            pool_loss(book, book.collateral, entity) if kind == POOL else book.wallet(entity)
+        )
         ref = entity_ref(book, entity)
         event_key, seq = self._next_id("liquidation", entity, ts, mb, mm, wallet)
         events.append(
@@ -520,14 +569,17 @@ class Evaluator:
             entities.v_liquidating[entity] = 1
             self.unindex(entity)
             return True
-        kind = entities.v_kind[entity]
         aid = entities.v_account[entity]
         asset = entities.v_asset[entity]
+        self.collateral_triggers.clear(entity)
         for row in book.entity_rows(entity):
             self.close_row(row)
         if kind == CROSS:
             balance = book.balance_row(aid, asset)
             if balance != NONE:
+                book.set_balance(balance, Decimal(0))
+        elif kind == POOL:  # the pool claims every wallet of the account, negative ones too
+            for balance in book.balance_rows(aid):
                 book.set_balance(balance, Decimal(0))
         if self.state_move is not None:
             events.append(MarginStateCleared(ts, ref))

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from monitor.bands import Threshold
-from monitor.book import NONE, Book
+from monitor.book import NONE, Book, Collateral
 from monitor.exact import UNBOUNDED
 from monitor.margin import INF, Leg, _breakpoints
 
@@ -49,21 +48,6 @@ if TYPE_CHECKING:
     from monitor.valuation import ExactMark
 
 FLOAT_TOLERANCE = 1e-12
-
-
-@dataclass(slots=True)
-class Collateral:
-    """The latest ``collateral`` record of an asset."""
-
-    price: Decimal
-    haircut: Decimal
-    ts: int
-    price_f: float = 0.0
-    keep_f: float = 0.0  # 1 − haircut
-
-    def __post_init__(self) -> None:
-        self.price_f = float(self.price)
-        self.keep_f = float(1 - self.haircut)
 
 
 class PoolParts:
@@ -313,23 +297,19 @@ def weights(
 
 
 def collateral_edge(
-    threshold: Threshold,
-    slack: float,
-    maintenance: float,
-    equity: float,
-    price: float,
-    keep: float,
+    threshold: Threshold, budget: float, pull: float, price: float
 ) -> tuple[float, float]:
-    """The band of one collateral price: ``α·MM − β·MB`` moves by ``p·k`` with
-    ``k = α·MM_a − β·w·E_a`` (exactly linear in the price), at most a factor two away."""
-    w = keep if equity >= 0.0 else 1.0
-    k = threshold.alpha * maintenance - threshold.beta * w * equity
+    """The band of one collateral price: the asset's part of ``α·MM − β·MB`` is
+    ``p·k`` with ``k = α·MM_a − β·w·E_a`` (``pull``; exactly linear in the price, as ``E_a`` is
+    in units of the asset), so the band ends where ``(p' − p)·k`` uses up ``budget`` in the
+    threshold's dangerous direction, at most a factor two away."""
+    k = pull
+    slack = budget
     lo, hi = price / 2.0, price * 2.0
     if k == 0.0:
         return lo, hi
     span = slack / abs(k)
-    rising_with_price = (k > 0.0) == threshold.rising
-    if rising_with_price:
+    if (k > 0.0) == threshold.rising:  # a higher price is the dangerous way
         hi = min(hi, price + span)
     else:
         lo = max(lo, price - span)
@@ -337,3 +317,93 @@ def collateral_edge(
 
 
 __all__ = ["NONE", "Collateral", "PoolParts"]
+
+
+def pool_bands(
+    book: Book,
+    entity: int,
+    thresholds: Sequence[tuple[Threshold, float]],
+) -> tuple[list[tuple[int, float, float]], list[tuple[int, float, float]]]:
+    """The trigger bands of a pool: ``(row, lo, hi)`` on each marked row's symbol and
+    ``(asset, lo, hi)`` on each held asset's collateral price (see the module docstring)."""
+    from monitor.bands import SymbolCurve, _shrunk
+    from monitor.views import leg_of, legs_by_symbol
+
+    collateral = book.collateral
+    parts = pool_parts(book, entity)
+    symbols = book.symbols
+    curves: list[tuple[SymbolCurve, int, list[int], float]] = []  # curve, asset, rows, b_u
+    for sid, members in legs_by_symbol(book, entity).items():
+        p = symbols.v_price[sid]
+        if p != p:
+            continue
+        legs = [leg_of(book, row) for row in members]
+        b_u = sum(leg.sign * leg.qcs for leg in legs)
+        curves.append((SymbolCurve(str(sid), legs, p), book.margin_asset[sid], members, b_u))
+    assets = sorted(set(parts.equity) | set(parts.maintenance))
+    curve_bounds = [[0.0, INF] for _ in curves]
+    asset_bounds = {a: [0.0, INF] for a in assets}
+    for threshold, slack in thresholds:
+        if slack <= 0.0:
+            rows_out = [(r, c.price, c.price) for c, _, members, _ in curves for r in members]
+            return rows_out, [(a, collateral[a].price_f, collateral[a].price_f) for a in assets]
+        alpha, beta, rising = threshold.alpha, threshold.beta, threshold.rising
+        sensitivity: dict[int, float] = {}
+        pulls: dict[int, float] = {}  # G_a: the threshold's asset-unit term of a
+        curve_sens: list[float] = []
+        for curve, asset, _, _ in curves:
+            c = collateral[asset]
+            top = Threshold(alpha, beta, rising)  # the larger uPnL weight is 1 (no haircut)
+            s = curve.sensitivity(top)
+            curve_sens.append(s)
+            sensitivity[asset] = sensitivity.get(asset, 0.0) + s
+        for asset in assets:
+            c = collateral[asset]
+            equity = parts.equity.get(asset, 0.0)
+            weight = c.keep_f if equity >= 0.0 else 1.0
+            pulls[asset] = alpha * parts.maintenance.get(asset, 0.0) - beta * weight * equity
+            sensitivity[asset] = c.price_f * (abs(pulls[asset]) + sensitivity.get(asset, 0.0))
+        total = sum(sensitivity[a] for a in assets)
+        budget = {
+            a: slack * (sensitivity[a] / total if total > 0.0 else 1.0 / len(assets))
+            for a in assets
+        }
+        reach: dict[int, float] = {}  # budget left for the marks of each asset, in units of it
+        for asset in assets:
+            c = collateral[asset]
+            lo, hi = collateral_edge(threshold, budget[asset] / 2.0, pulls[asset], c.price_f)
+            bounds = asset_bounds[asset]
+            bounds[0], bounds[1] = max(bounds[0], lo), min(bounds[1], hi)
+            reach[asset] = budget[asset] / 2.0 / hi
+        for k, (curve, asset, _, b_u) in enumerate(curves):
+            c = collateral[asset]
+            share = curve_sens[k] / sensitivity_of(curves, curve_sens, asset)
+            allowance = reach[asset] * share
+            equity = parts.equity.get(asset, 0.0)
+            down_w, up_w = weights(threshold, equity, 1.0, c.keep_f, b_u)
+            bounds = curve_bounds[k]
+            bounds[0] = max(
+                bounds[0], curve.edge(Threshold(alpha, beta * down_w, rising), allowance, up=False)
+            )
+            bounds[1] = min(
+                bounds[1], curve.edge(Threshold(alpha, beta * up_w, rising), allowance, up=True)
+            )
+    rows_out = []
+    for (curve, _, members, _), (lo, hi) in zip(curves, curve_bounds, strict=True):
+        lo, hi = _shrunk(curve.price, lo, hi)
+        rows_out.extend((row, lo, hi) for row in members)
+    assets_out = []
+    for asset in assets:
+        p = collateral[asset].price_f
+        lo, hi = _shrunk(p, *asset_bounds[asset])
+        assets_out.append((asset, lo, hi))
+    return rows_out, assets_out
+
+
+def sensitivity_of(
+    curves: Sequence[tuple[object, int, list[int], float]], sens: list[float], asset: int
+) -> float:
+    """The summed sensitivity of the curves of one asset (1 when they have none, so a lone
+    insensitive curve takes the whole allowance)."""
+    total = sum(s for (_, a, _, _), s in zip(curves, sens, strict=True) if a == asset)
+    return total if total > 0.0 else 1.0

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from monitor.book import NONE
+from monitor.book import NONE, POOL, Collateral
 from monitor.config import EngineConfig
 from monitor.contracts import Tier, make_contract
 from monitor.engine import Engine
 from monitor.errors import LiqmonError
+from monitor.pools import value_pool
 from monitor.records import MarkSource
 
 SNAPSHOT_VERSION = 2
@@ -129,6 +130,16 @@ def export_state(engine: Engine) -> EngineSnapshot:
         "marks": marks,
         "leverages": [str(v) for v in book.leverages],
         "overflow": overflow,
+        "collateral": {
+            str(asset): [str(c.price), str(c.haircut), c.ts]
+            for asset, c in sorted(book.collateral.items())
+        },
+        "funding": {
+            "stored": {str(s): [str(r), t] for s, (r, t) in sorted(engine._funding.items())},
+            "settled": {str(s): t for s, t in sorted(engine._funding_settled.items())},
+            "paid": {a: str(v) for a, v in sorted(engine.funding_paid.items())},
+            "received": {a: str(v) for a, v in sorted(engine.funding_received.items())},
+        },
     }
     return EngineSnapshot(arrays, meta)
 
@@ -194,6 +205,17 @@ def restore_state(snapshot: EngineSnapshot, config: EngineConfig | None = None) 
             engine._mark_text[sid] = text
         engine._clock = int(meta["clock"])
         engine.events_emitted = int(meta["events_emitted"])
+        for asset, (price, haircut, ts) in meta.get("collateral", {}).items():
+            book.collateral[int(asset)] = Collateral(Decimal(price), Decimal(haircut), int(ts))
+        funding = meta.get("funding", {})
+        for sid, (rate, when) in funding.get("stored", {}).items():
+            engine._funding[int(sid)] = (Decimal(rate), int(when))
+        for sid, when in funding.get("settled", {}).items():
+            engine._funding_settled[int(sid)] = int(when)
+        engine.funding_paid.update({a: Decimal(v) for a, v in funding.get("paid", {}).items()})
+        engine.funding_received.update(
+            {a: Decimal(v) for a, v in funding.get("received", {}).items()}
+        )
         entities = book.entities
         mapping = _level_map(engine.config, meta["levels"])
         for column in ("level", "shown_level"):
@@ -216,3 +238,14 @@ def _rebuild_index(engine: Engine) -> None:
     counts = np.bincount(rows.symbol[open_rows], minlength=len(book.contracts))
     triggers.holders = [int(c) for c in counts]
     triggers.set_bands(open_rows, rows.lo[open_rows].copy(), rows.hi[open_rows].copy())
+    # pools: their collateral bands are not columns, and those waiting for a price wait again
+    evaluator = engine._evaluator
+    entities = book.entities
+    for pool in np.flatnonzero(entities.kind[: entities.size] == POOL).tolist():
+        if entities.v_liquidating[pool]:
+            continue
+        valued = value_pool(book, book.collateral, pool)
+        if valued is None:
+            evaluator._wait(pool)
+        else:
+            evaluator.index_one(pool, *valued)

@@ -255,4 +255,64 @@ class Triggers:
         symbols.v_env_hi[sid] = INF
 
 
-__all__ = ["NONE", "EdgeHeap", "Triggers"]
+class CollateralTriggers:
+    """The bands of pools on collateral prices: per asset, the same two heaps as a symbol's,
+    over pool entities; an entry is live while the pool still holds that band."""
+
+    def __init__(self) -> None:
+        self.above: dict[int, EdgeHeap] = {}
+        self.below: dict[int, EdgeHeap] = {}
+        self.bands: dict[tuple[int, int], tuple[float, float]] = {}  # (asset, pool) -> band
+        self.assets_of: dict[int, list[int]] = {}  # pool -> the assets it has bands on
+
+    def set_bands(self, pool: int, bands: list[tuple[int, float, float]]) -> None:
+        self.clear(pool)
+        for asset, lo, hi in bands:
+            self.bands[(asset, pool)] = (lo, hi)
+            if hi != INF:
+                self.above.setdefault(asset, EdgeHeap()).push(hi, pool)
+            if lo > 0.0:
+                self.below.setdefault(asset, EdgeHeap()).push(-lo, pool)
+        self.assets_of[pool] = [asset for asset, _, _ in bands]
+
+    def clear(self, pool: int) -> None:
+        for asset in self.assets_of.pop(pool, ()):
+            self.bands.pop((asset, pool), None)
+
+    def crossed(self, asset: int, price: float) -> list[int]:
+        out: list[int] = []
+        bands = self.bands
+        above = self.above.get(asset)
+        while above is not None and above.size and above.top() < price:
+            key, pool = above.pop()
+            band = bands.get((asset, pool))
+            if band is not None and band[1] == key and pool not in out:
+                out.append(pool)
+        below = self.below.get(asset)
+        while below is not None and below.size and -below.top() > price:
+            key, pool = below.pop()
+            band = bands.get((asset, pool))
+            if band is not None and band[0] == -key and pool not in out:
+                out.append(pool)
+        for heap in (above, below):
+            if heap is not None and heap.size > 2 * len(bands) + COMPACT_SLACK:
+                self._compact(asset)
+        return out
+
+    def _compact(self, asset: int) -> None:
+        for heap, side in ((self.above.get(asset), 1), (self.below.get(asset), 0)):
+            if heap is None:
+                continue
+            keys, pools = heap.entries()
+            keep = [
+                (k, p)
+                for k, p in zip(keys.tolist(), pools.tolist(), strict=True)
+                if (band := self.bands.get((asset, p))) is not None
+                and (band[1] == k if side else band[0] == -k)
+            ]
+            heap.replace(
+                np.array([k for k, _ in keep]), np.array([p for _, p in keep], dtype=np.int32)
+            )
+
+
+__all__ = ["NONE", "CollateralTriggers", "EdgeHeap", "Triggers"]

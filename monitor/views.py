@@ -11,9 +11,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import NamedTuple
 
-from monitor.book import CROSS, ISOLATED, NONE, SCOPES, SIDES, Book
+from monitor.book import CROSS, ISOLATED, NONE, POOL, SCOPES, SIDES, Book
 from monitor.events import EntityRef, PositionView
 from monitor.margin import Leg, maintenance_margin, solve_price, unrealized_pnl
+from monitor.pools import needed_assets, pool_parts, solve_pool_price
 from monitor.records import Mode, Side
 
 _ZERO = Decimal(0)
@@ -76,6 +77,8 @@ def position_views(
     """Each position with its liquidation and bankruptcy prices, solved per symbol with the
     entity's other symbols held at their marks (legs of one symbol solved together), in
     canonical order (symbol, then side)."""
+    if book.entities.v_kind[entity] == POOL:
+        return _pool_views(book, entity, stale)
     rows = book.rows
     symbols = book.symbols
     grouped = legs_by_symbol(book, entity)
@@ -103,6 +106,66 @@ def position_views(
         reference = price if marked else group[0].entry_f
         liquidation = solve_price(group, wallet + others_upnl - others_mm, reference)
         bankruptcy = solve_price(group, wallet + others_upnl, reference, with_maintenance=False)
+        mark_ts = symbols.v_mark_ts[sid]
+        ordered = sorted(zip(grouped[sid], group, strict=True), key=lambda rl: rows.v_side[rl[0]])
+        for row, leg in ordered:
+            views.append(
+                PositionView(
+                    symbol=names[sid],
+                    side=SIDES[rows.v_side[row]],
+                    qty=float(rows.qty.get(row)),
+                    entry=leg.entry_f,
+                    mark=price if marked else leg.entry_f,
+                    liquidation_price=liquidation,
+                    bankruptcy_price=bankruptcy,
+                    mark_ts=mark_ts if mark_ts >= 0 else None,
+                    mark_stale=sid in stale,
+                )
+            )
+    return tuple(views)
+
+
+def _pool_views(
+    book: Book, entity: int, stale: set[int] | frozenset[int]
+) -> tuple[PositionView, ...]:
+    """A pool's positions, each symbol's prices solved with every other mark and every
+    collateral price held (:func:`monitor.pools.solve_pool_price`)."""
+    rows = book.rows
+    symbols = book.symbols
+    collateral = book.collateral
+    parts = pool_parts(book, entity)
+    priced = all(a in collateral for a in needed_assets(book, entity))
+    worth: dict[int, float] = {}
+    mm_usd = 0.0
+    if priced:
+        for asset, equity in parts.equity.items():
+            c = collateral[asset]
+            worth[asset] = equity * c.price_f * (c.keep_f if equity >= 0.0 else 1.0)
+        for asset, maintenance in parts.maintenance.items():
+            mm_usd += maintenance * collateral[asset].price_f
+    names = book.symbol_names.names
+    grouped = legs_by_symbol(book, entity)
+    views: list[PositionView] = []
+    for sid in sorted(grouped, key=names.__getitem__):
+        group = [leg_of(book, row) for row in grouped[sid]]
+        price = symbols.v_price[sid]
+        marked = price == price
+        reference = price if marked else group[0].entry_f
+        liquidation = bankruptcy = None
+        if priced:
+            asset = book.margin_asset[sid]
+            c = collateral[asset]
+            p = price if marked else None
+            upnl = sum(unrealized_pnl(leg, leg.entry_f if p is None else p) for leg in group)
+            mm = sum(maintenance_margin(leg, leg.entry_f if p is None else p) for leg in group)
+            rest = parts.equity.get(asset, 0.0) - upnl
+            others = sum(v for a, v in worth.items() if a != asset)
+            liquidation = solve_pool_price(
+                group, rest, c.price_f, c.keep_f, others - (mm_usd - mm * c.price_f), reference
+            )
+            bankruptcy = solve_pool_price(
+                group, rest, c.price_f, c.keep_f, others, reference, with_maintenance=False
+            )
         mark_ts = symbols.v_mark_ts[sid]
         ordered = sorted(zip(grouped[sid], group, strict=True), key=lambda rl: rows.v_side[rl[0]])
         for row, leg in ordered:

@@ -213,7 +213,9 @@ def test_a_resync_drops_what_the_broker_no_longer_holds() -> None:
     notional = engine_notional(lambda: engine)
     for state in engine.book_states():
         if state.entity.account != "bob":
-            book.receive(state_topic(PREFIX, state.entity), state_payload(state, notional_of=notional))
+            book.receive(
+                state_topic(PREFIX, state.entity), state_payload(state, notional_of=notional)
+            )
     book.receive(status_topic(PREFIX, "a"), {**status, "started_at": 1})
     assert book.end_sync() is True
     assert book.entity_count == len(published) - 1

@@ -70,7 +70,8 @@ def _book() -> Book:
     states = states[:ENTITIES]
     notional = engine_notional(lambda: engine)
     payloads = [
-        (state_topic(PREFIX, s.entity), orjson.dumps(state_payload(s, notional_of=notional))) for s in states
+        (state_topic(PREFIX, s.entity), orjson.dumps(state_payload(s, notional_of=notional)))
+        for s in states
     ]
     return Book(states, payloads)
 

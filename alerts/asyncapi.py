@@ -37,7 +37,9 @@ _PARAMETERS = {
     "instance": "The liqmon instance (``--instance``), percent-encoded as one topic level.",
     "account": "The account, percent-encoded as one topic level (``/``, ``+``, ``#``, ``%`` and "
     "control characters become ``%XX``).",
-    "asset": "The margin asset of a cross entity.",
+    "asset": "The margin asset of a cross entity; ``USD`` for a multi-assets account's pool "
+    "(every linear cross position and every wallet of the account, valued in USD: "
+    "``docs/collateral.md``).",
     "symbol": "The symbol of an isolated position.",
     "side": "The slot of an isolated position: ``both`` (one-way), ``long`` or ``short`` (hedge).",
     "venue": "The feed's venue: ``binance-usdm``, ``binance-coinm``, ``bybit``, ``okx`` or "
@@ -205,6 +207,7 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
         for scope, path, names in (
             ("cross", "{account}/cross/{asset}", ("account", "asset")),
             ("isolated", "{account}/isolated/{symbol}/{side}", ("account", "symbol", "side")),
+            ("pool", "{account}/pool/{asset}", ("account", "asset")),
         ):
             channel = f"{kind}_{scope}"
             channels[channel] = {
@@ -296,6 +299,7 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     for scope, path, names in (
         ("cross", "{account}/cross/{asset}", ("account", "asset")),
         ("isolated", "{account}/isolated/{symbol}/{side}", ("account", "symbol", "side")),
+        ("pool", "{account}/pool/{asset}", ("account", "asset")),
     ):
         channel = f"state_{scope}"
         channels[channel] = {

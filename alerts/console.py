@@ -51,6 +51,8 @@ def _ratio(value: float | None) -> str:
 def _label(p: Mapping[str, Any]) -> str:
     if p["scope"] == "cross":
         return f"{p['account']} cross {p['asset']}"
+    if p["scope"] == "pool":
+        return f"{p['account']} pool (USD)"
     return f"{p['account']} {p['symbol']} {p['side']} isolated"
 
 
@@ -81,7 +83,18 @@ def render_payload(p: Mapping[str, Any]) -> str:
     else:
         body = kind.upper()
     detail = _positions(p)
-    return f"{head}  {body}" + (f"\n    {detail}" if detail else "")
+    text = f"{head}  {body}" + (f"\n    {detail}" if detail else "")
+    breakdown = _assets(p)
+    return text + (f"\n    {breakdown}" if breakdown else "")
+
+
+def _assets(p: Mapping[str, Any]) -> str:
+    """A pool's equity by asset: ``BTC 0.1 → 5,415.00 USD (@ 57,000 −5%)``."""
+    return "; ".join(
+        f"{a['asset']} {_num(a['equity'], 6)} → {_num(a['value'])} USD "
+        f"(@ {_price(a['price'])}" + (f" −{a['haircut'] * 100:g}%" if a["haircut"] else "") + ")"
+        for a in p.get("assets", ())
+    )
 
 
 def render_state(p: Mapping[str, Any]) -> str:

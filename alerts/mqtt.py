@@ -58,6 +58,7 @@ from monitor.events import (
     MarginStateChanged,
     MarginStateCleared,
     PositionView,
+    assets_payload,
 )
 
 log = structlog.get_logger("liqmon.mqtt")
@@ -291,6 +292,8 @@ def state_payload(
         liquidating=event.liquidating,
         positions=_positions(entity, event.positions, extras, notional_of),
     )
+    if event.assets:
+        body["assets"] = assets_payload(event.assets)
     digest = hashlib.blake2b(orjson.dumps(body), digest_size=10).hexdigest()
     return {"id": digest, **body}
 

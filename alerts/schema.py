@@ -34,6 +34,22 @@ class PositionPayload(_Payload):
     )
 
 
+class AssetPayload(_Payload):
+    """One asset of a pool (``docs/collateral.md``)."""
+
+    asset: str
+    wallet: float = Field(description="the account's wallet in the asset")
+    equity: float = Field(
+        description="the wallet plus the uPnL of the pool's positions margined in the asset"
+    )
+    price: float = Field(description="the asset's USD price (its last collateral record)")
+    haircut: float = Field(description="the haircut on positive equity, in [0, 1)")
+    value: float = Field(
+        description="what the equity is worth to the pool in USD: equity·price·(1 − haircut) "
+        "when positive, equity·price when negative"
+    )
+
+
 class StatePositionPayload(PositionPayload):
     """A position in the retained state: also when its mark was set and whether its feed is
     stale, so an entity is never silently shown as safe on an old price."""
@@ -62,11 +78,14 @@ class StatePositionPayload(PositionPayload):
 
 
 class _AlertBase(_Payload):
+    assets: list[AssetPayload] | None = Field(
+        default=None, description="pools only: the pool's equity by asset"
+    )
     id: str = Field(description="unique and stable across identical replays: de-duplicate by it")
     ts: int = Field(description="exchange time (ms) of the record that caused the event")
     account: str
-    scope: Literal["isolated", "cross"]
-    asset: str = Field(description="the margin asset")
+    scope: Literal["isolated", "cross", "pool"]
+    asset: str = Field(description="the margin asset (USD for a pool)")
     symbol: str | None = Field(default=None, description="isolated entities only")
     side: Literal["both", "long", "short"] | None = Field(
         default=None, description="isolated entities only"
@@ -113,7 +132,7 @@ class StatePayload(_Payload):
     id: str = Field(description="changes whenever the state does")
     ts: int = Field(description="exchange time (ms) of the record behind this state")
     account: str
-    scope: Literal["isolated", "cross"]
+    scope: Literal["isolated", "cross", "pool"]
     asset: str
     symbol: str | None = None
     side: Literal["both", "long", "short"] | None = None
@@ -123,6 +142,9 @@ class StatePayload(_Payload):
     maintenance_margin: float
     liquidating: bool = Field(description="liquidated under the hold policy, awaiting records")
     positions: list[StatePositionPayload]
+    assets: list[AssetPayload] | None = Field(
+        default=None, description="pools only: the pool's equity by asset"
+    )
 
 
 class StatusPayload(_Payload):
@@ -198,8 +220,8 @@ class ShockRequestPayload(_Payload):
 
 class _ShockEntity(_Payload):
     account: str
-    scope: Literal["isolated", "cross"]
-    asset: str = Field(description="the margin asset")
+    scope: Literal["isolated", "cross", "pool"]
+    asset: str = Field(description="the margin asset (USD for a pool)")
     symbol: str | None = Field(default=None, description="isolated entities only")
     side: Literal["both", "long", "short"] | None = Field(
         default=None, description="isolated entities only"

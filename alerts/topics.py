@@ -8,6 +8,8 @@ With the default prefix ``liqmon/v1``::
     liqmon/v1/events/{feed_kind}/{venue}/{symbol}               QoS 1 feed health events
     liqmon/v1/state/{account}/cross/{asset}                     retained: latest state
     liqmon/v1/state/{account}/isolated/{symbol}/{side}
+    liqmon/v1/events/{kind}/{account}/pool/USD                  a multi-assets account's pool
+    liqmon/v1/state/{account}/pool/USD
     liqmon/v1/shock/request                                     what-if requests (MQTT 5)
     liqmon/v1/shock/response/{client}                           a requester's answers
 
@@ -48,6 +50,8 @@ def level(name: str) -> str:
 def _entity_path(entity: EntityRef) -> str:
     if entity.scope == "cross":
         return f"{level(entity.account)}/cross/{level(entity.asset)}"
+    if entity.scope == "pool":  # a multi-assets account: one pool, its numbers in USD
+        return f"{level(entity.account)}/pool/{level(entity.asset)}"
     return (
         f"{level(entity.account)}/isolated/{level(entity.symbol or '')}/{level(entity.side or '')}"
     )

@@ -53,10 +53,12 @@ class Collateral:
     ts: int
     price_f: float = 0.0
     keep_f: float = 0.0  # 1 − haircut
+    haircut_f: float = 0.0
 
     def __post_init__(self) -> None:
         self.price_f = float(self.price)
         self.keep_f = float(1 - self.haircut)
+        self.haircut_f = float(self.haircut)
 
 
 class Names:

@@ -33,6 +33,7 @@ from monitor.bands_batch import BandRequest, batch_bands
 from monitor.book import CROSS, NONE, POOL, Book
 from monitor.config import STATE_RATIO_FLOOR, EngineConfig
 from monitor.events import (
+    AssetView,
     EngineEvent,
     LiquidationTriggered,
     MarginRecovered,
@@ -41,7 +42,14 @@ from monitor.events import (
     MarginWarningRaised,
     event_id,
 )
-from monitor.pools import needed_assets, pool_bands, pool_exact, pool_loss, value_pool
+from monitor.pools import (
+    breakdown,
+    needed_assets,
+    pool_bands,
+    pool_exact,
+    pool_loss,
+    value_pool,
+)
 from monitor.triggers import CollateralTriggers, Triggers
 from monitor.valuation import (
     ExactMark,
@@ -484,6 +492,7 @@ class Evaluator:
             maintenance_margin=float(mm),
             liquidation_price=positions[0].liquidation_price if ref.scope == "isolated" else None,
             positions=positions,
+            assets=self._assets(entity),
         )
 
     def _state(
@@ -516,7 +525,12 @@ class Evaluator:
             maintenance_margin=mm,
             liquidating=bool(entities.v_liquidating[entity]),
             positions=position_views(self.book, entity, self.stale),
+            assets=self._assets(entity),
         )
+
+    def _assets(self, entity: int) -> tuple[AssetView, ...]:
+        book = self.book
+        return breakdown(book, entity) if book.entities.v_kind[entity] == POOL else ()
 
     def state_of(self, entity: int, ts: int) -> MarginStateChanged:
         """A state event for the entity as it stands (feed health changes)."""
@@ -535,6 +549,7 @@ class Evaluator:
             margin_ratio=_ratio(mm, mb),
             margin_balance=float(mb),
             maintenance_margin=float(mm),
+            assets=self._assets(entity),
         )
 
     def _liquidate(
@@ -561,6 +576,7 @@ class Evaluator:
                 loss=float(wallet),
                 shortfall=float(-mb) if mb < 0 else 0.0,
                 positions=position_views(book, entity, self.stale),
+                assets=self._assets(entity),
             )
         )
         entities = book.entities

@@ -78,6 +78,20 @@ class PositionView:
 
 
 @dataclass(frozen=True, slots=True)
+class AssetView:
+    """One asset of a pool (docs/collateral.md): the account's wallet in it, its equity (the
+    wallet plus the uPnL of the pool's positions margined in it), its USD price and haircut,
+    and what the equity is worth to the pool (haircut when positive)."""
+
+    asset: str
+    wallet: float
+    equity: float
+    price: float
+    haircut: float
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class MarginWarningRaised:
     """The margin ratio reached ``level`` (the highest configured level at or below it)."""
 
@@ -94,6 +108,8 @@ class MarginWarningRaised:
     seq: int = field(default=0, compare=False)
     """The engine's running event number (not published): durable sinks use it to skip, after
     a crash, events they already wrote."""
+    assets: tuple[AssetView, ...] = ()
+    """A pool's breakdown by asset (empty for other scopes)."""
 
     kind = "margin_warning"
 
@@ -112,6 +128,8 @@ class MarginRecovered:
     seq: int = field(default=0, compare=False)
     """The engine's running event number (not published): durable sinks use it to skip, after
     a crash, events they already wrote."""
+    assets: tuple[AssetView, ...] = ()
+    """A pool's breakdown by asset (empty for other scopes)."""
 
     kind = "margin_recovered"
 
@@ -137,6 +155,8 @@ class LiquidationTriggered:
     seq: int = field(default=0, compare=False)
     """The engine's running event number (not published): durable sinks use it to skip, after
     a crash, events they already wrote."""
+    assets: tuple[AssetView, ...] = ()
+    """A pool's breakdown by asset (before the liquidation; empty for other scopes)."""
 
     kind = "liquidation"
 
@@ -160,6 +180,8 @@ class MarginStateChanged:
     maintenance_margin: float
     liquidating: bool
     positions: tuple[PositionView, ...]
+    assets: tuple[AssetView, ...] = ()
+    """A pool's breakdown by asset (empty for other scopes)."""
 
     kind = "margin_state"
 
@@ -248,4 +270,21 @@ def to_payload(event: AlertEvent) -> dict[str, Any]:
         payload["loss"] = event.loss
         payload["shortfall"] = event.shortfall
         payload["positions"] = _positions_payload(event.positions)
+    if event.assets:
+        payload["assets"] = assets_payload(event.assets)
     return payload
+
+
+def assets_payload(assets: tuple[AssetView, ...]) -> list[dict[str, Any]]:
+    """A pool's breakdown as it goes on the wire."""
+    return [
+        {
+            "asset": a.asset,
+            "wallet": a.wallet,
+            "equity": a.equity,
+            "price": a.price,
+            "haircut": a.haircut,
+            "value": a.value,
+        }
+        for a in assets
+    ]

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from monitor.bands import Threshold
 from monitor.book import NONE, Book, Collateral
+from monitor.events import AssetView
 from monitor.exact import UNBOUNDED
 from monitor.margin import INF, Leg, _breakpoints
 
@@ -95,6 +96,28 @@ def pool_parts(book: Book, entity: int) -> PoolParts:
         parts.scale[asset] = parts.scale.get(asset, 0.0) + qcs * (p + entry) + cum
         parts.rows.setdefault(asset, []).append(row)
     return parts
+
+
+def breakdown(book: Book, entity: int) -> tuple[AssetView, ...]:
+    """A pool by asset, for its events and state (floats; assets without a price yet show
+    price 0)."""
+    parts = pool_parts(book, entity)
+    balances = book.balances
+    wallets = {
+        balances.v_asset[row]: balances.v_wallet[row]
+        for row in book.balance_rows(book.entities.v_account[entity])
+    }
+    names = book.asset_names.names
+    out = []
+    for asset in sorted(set(parts.equity) | set(parts.maintenance), key=names.__getitem__):
+        c = book.collateral.get(asset)
+        equity = parts.equity.get(asset, 0.0)
+        price = c.price_f if c is not None else 0.0
+        keep = c.keep_f if c is not None else 1.0
+        haircut = c.haircut_f if c is not None else 0.0
+        value = equity * price * (keep if equity >= 0.0 else 1.0)
+        out.append(AssetView(names[asset], wallets.get(asset, 0.0), equity, price, haircut, value))
+    return tuple(out)
 
 
 def needed_assets(book: Book, entity: int) -> set[int]:

@@ -24,7 +24,8 @@ def test_asyncapi_yaml_is_the_document_generated_from_the_models() -> None:
 
 
 def test_every_channel_and_message_is_described() -> None:
-    """Each alert kind has a cross and an isolated channel, plus state and status, the feed
+    """Each alert kind has a cross, an isolated and a pool channel, plus state (each scope) and
+    status, the feed
     events, rejects, the two input channels and the what-if request / response; every
     message's payload points at a schema that exists."""
     doc = document()
@@ -32,6 +33,7 @@ def test_every_channel_and_message_is_described() -> None:
         "status",
         "state_cross",
         "state_isolated",
+        "state_pool",
         "feed_stale",
         "feed_recovered",
         "rejects",
@@ -42,7 +44,7 @@ def test_every_channel_and_message_is_described() -> None:
         *(
             f"{kind}_{scope}"
             for kind in ("margin_warning", "margin_recovered", "liquidation")
-            for scope in ("cross", "isolated")
+            for scope in ("cross", "isolated", "pool")
         ),
     }
     schemas = doc["components"]["schemas"]

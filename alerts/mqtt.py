@@ -209,6 +209,7 @@ def _positions(
             "bankruptcy_price": p.bankruptcy_price,
             "mark_ts": p.mark_ts,
             "mark_stale": p.mark_stale,
+            "funding": p.funding,
         }
         for p in positions
     ]

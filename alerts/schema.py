@@ -62,6 +62,11 @@ class StatePositionPayload(PositionPayload):
         description="true while the feed of the symbol is stale (see the feed_stale event): the "
         "valuation is as of mark_ts"
     )
+    funding: float = Field(
+        default=0.0,
+        description="funding the position has paid so far, in its margin asset (negative: "
+        "received); 0 unless funding settlement is on (``--funding``, docs/collateral.md)",
+    )
     notional: float | None = Field(
         default=None,
         description="the position's notional at ``mark`` in the margin asset: "

@@ -120,7 +120,7 @@ def apply_collateral(engine: Engine, record: CollateralRecord) -> list[EngineEve
     old = book.collateral.get(asset)
     book.collateral[asset] = Collateral(record.price, record.haircut, record.ts)
     evaluator = engine._evaluator
-    if old is None or old.haircut != record.haircut:
+    if old is None or old.haircut != record.haircut or not engine._indexed:
         due = [pool for pool in _pools(engine) if asset in needed_assets(book, pool)]
     else:
         due = evaluator.collateral_crossed(asset, float(record.price))
@@ -162,7 +162,7 @@ def settle_funding(engine: Engine, sid: int, ts: int) -> list[int]:
             notional = UNBOUNDED.multiply(qcs, mark)
         pay = UNBOUNDED.multiply(notional, rate)
         if qty < 0:
-            pay = -pay  # s·N·rate: a short receives what a long pays
+            pay = UNBOUNDED.minus(pay)  # s·N·rate: a short receives what a long pays
         if pay > 0:
             paid = engine.funding_paid
             paid[asset_name] = UNBOUNDED.add(paid.get(asset_name, Decimal(0)), pay)

@@ -190,6 +190,8 @@ class Engine:
             if row == NONE or not book.rows.v_isolated[row]:
                 return NONE
             return int(book.rows.v_entity[row])
+        if ref.scope == "pool":
+            return int(book.accounts.v_pool[aid])
         asset = book.asset_names.ids.get(ref.asset)
         return NONE if asset is None else int(book.cross_entity(aid, asset))
 

@@ -75,6 +75,9 @@ class PositionView:
     bankruptcy_price: float | None
     mark_ts: int | None = None
     mark_stale: bool = False
+    funding: float = 0.0
+    """Funding this position has paid so far (negative: received), with funding settlement on
+    (docs/collateral.md §3); in the retained state only."""
 
 
 @dataclass(frozen=True, slots=True)

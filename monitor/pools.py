@@ -176,7 +176,8 @@ def pool_exact(
         price = entry if mark is None else mark
         qcs = mul(abs(qty), contract.contract_size)
         upnl = mul(qcs, sub(price, entry))
-        equity[asset] = add(equity.get(asset, Decimal(0)), upnl if qty > 0 else -upnl)
+        gained = upnl if qty > 0 else UNBOUNDED.minus(upnl)  # exact (a bare minus rounds)
+        equity[asset] = add(equity.get(asset, Decimal(0)), gained)
         n = mul(qcs, price)
         tier = contract.tiers[contract.tier_index_decimal(n)]
         maintenance[asset] = add(

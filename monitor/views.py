@@ -120,6 +120,7 @@ def position_views(
                     bankruptcy_price=bankruptcy,
                     mark_ts=mark_ts if mark_ts >= 0 else None,
                     mark_stale=sid in stale,
+                    funding=rows.v_funding[row],
                 )
             )
     return tuple(views)
@@ -180,6 +181,7 @@ def _pool_views(
                     bankruptcy_price=bankruptcy,
                     mark_ts=mark_ts if mark_ts >= 0 else None,
                     mark_stale=sid in stale,
+                    funding=rows.v_funding[row],
                 )
             )
     return tuple(views)

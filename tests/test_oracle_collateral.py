@@ -588,6 +588,49 @@ def test_a_multi_balance_account_update_applies_atomically_to_a_pool() -> None:
     assert [e["event"] for e in events(apart)] == ["margin_warning", "liquidation"]
 
 
+def test_a_snapshot_replaces_the_pool_account_and_a_stale_one_is_rejected() -> None:
+    """A pool account with USDT 800 and BTC 0.5 behind long 1 BTCUSDT and short 1 ETHUSDT gets
+    a snapshot listing USDT 900 and the BTCUSDT long only: BTC becomes 0, the ETHUSDT short is
+    closed, one evaluation (MB = 900 · 0.9999 = 899.91, MM 600: ratio 0.667, quiet). A snapshot
+    older than it is rejected; one of the same ts is applied."""
+    snapshot = {
+        "type": "account_snapshot",
+        "account": "p",
+        "balances": [{"asset": "USDT", "wallet": "900"}],
+        "positions": [
+            {
+                "symbol": "BTCUSDT",
+                "side": "both",
+                "mode": "cross",
+                "qty": "1",
+                "entry": "60000",
+                "leverage": "10",
+            }
+        ],
+    }
+    oracle, out = run(
+        [
+            contract(),
+            contract("ETHUSDT"),
+            mode(1, True),
+            collateral(2, "USDT", "1", "0.0001"),
+            collateral(2, "BTC", "60000", "0.05"),
+            balance(3, "USDT", "800"),
+            balance(3, "BTC", "0.5"),
+            position(4, "1", "60000"),
+            position(4, "-1", "2500", symbol="ETHUSDT"),
+            json.dumps({**snapshot, "ts": 10}),
+            json.dumps({**snapshot, "ts": 9}),
+            json.dumps({**snapshot, "ts": 10}),
+        ]
+    )
+    assert [o.status for o in out[-3:]] == ["applied", "rejected", "applied"]
+    assert events(out[-3:]) == []
+    assert oracle.wallets == {("p", "USDT"): 900, ("p", "BTC"): 0}
+    assert list(oracle.slots) == [("p", "BTCUSDT", "both")]
+    assert oracle.pool_numbers("p") == (900 * F("0.9999"), F(600))
+
+
 # ---------------------------------------------------------------------------------------------
 # Funding
 

@@ -48,7 +48,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from alerts.jsonl import encode
 from alerts.outbox import OutboundMessage, Outbox, OutboxStats
-from alerts.topics import DEFAULT_PREFIX, event_topic, state_topic, status_topic
+from alerts.sink import OutputEvent
+from alerts.topics import (
+    DEFAULT_PREFIX,
+    event_topic,
+    feed_event_topic,
+    service_topic,
+    state_topic,
+    status_topic,
+)
+from feeds.health import FeedRecovered, FeedStalled
 from monitor.contracts import Contract
 from monitor.engine import Engine
 from monitor.errors import ConfigError
@@ -60,6 +69,7 @@ from monitor.events import (
     PositionView,
     assets_payload,
 )
+from monitor.notices import InputRejected
 
 log = structlog.get_logger("liqmon.mqtt")
 
@@ -343,9 +353,17 @@ class MqttSink:
 
     # -- the sink protocol ---------------------------------------------------------------------
 
-    async def publish(self, event: EngineEvent) -> None:
+    async def publish(self, event: OutputEvent) -> None:
         prefix = self.settings.prefix
-        if isinstance(event, MarginStateChanged):
+        if not isinstance(event, EngineEvent):  # a feed health event or a notice
+            if isinstance(event, FeedStalled | FeedRecovered):
+                topic = feed_event_topic(prefix, event.kind, event.venue, event.symbol)
+            elif isinstance(event, InputRejected):
+                topic = f"{prefix}/rejects"
+            else:
+                topic = service_topic(prefix, event.kind, self.settings.instance)
+            self._message(topic, event.to_payload())
+        elif isinstance(event, MarginStateChanged):
             payload = state_payload(event, self._position_extras, self._notional_of)
             self._keep_state(
                 event.entity,
@@ -361,15 +379,21 @@ class MqttSink:
                 retain=False,
                 message_id=event.id,
                 expiry_s=self.settings.event_expiry_s,
+                mark="alert",
             )
         self._drained.clear()
         self._wake.set()
 
-    def publish_message(self, topic_suffix: str, body: dict[str, Any]) -> None:
-        """A service message (a rejected input, a feed health event) through the outbox: QoS 1,
-        not retained, in order with the alerts. ``body`` must carry ``id``."""
+    def last_alert_id(self) -> str | None:
+        """The id of the last alert in the outbox (before a restart too): the sink's
+        exactly-once mark."""
+        return self.outbox.marks.get("alert")
+
+    def _message(self, topic: str, body: dict[str, Any]) -> None:
+        """A feed health event or a notice through the outbox: QoS 1, not retained, in order
+        with the alerts. ``body`` must carry ``id``."""
         self.outbox.append(
-            f"{self.settings.prefix}/{topic_suffix}",
+            topic,
             orjson.dumps(body),
             qos=1,
             retain=False,

@@ -4,6 +4,7 @@
 
     LiqmonError                      root: catch this to catch everything liqmon raises on purpose
     ├── ConfigError                  a setting is invalid (levels, hysteresis, policy, ...)
+    │   └── StartRefused             the state directory does not match this run's inputs
     ├── TierTableError               a maintenance tier table cannot be used (gaps, overlaps, ...)
     └── RecordRefused                a record was not applied; ``reason`` is a stable code
         ├── MalformedRecord          the input itself is invalid (bad JSON, missing field, NaN, ...)
@@ -22,6 +23,11 @@ class LiqmonError(Exception):
 
 class ConfigError(LiqmonError):
     """A configuration value is invalid; the message names the setting."""
+
+
+class StartRefused(ConfigError):
+    """``liqmon run`` will not continue from state left by other inputs (or whose sinks do not
+    hold what it emitted) without ``--resume`` or ``--fresh``; the message says which."""
 
 
 class TierTableError(LiqmonError):

@@ -27,20 +27,20 @@ What it decides:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import structlog
 
-from alerts.sink import OutputEvent
 from feeds.batches import AccountRun, Funding, Item, OneRecord, TickRun
-from feeds.health import FeedEvent, FeedHealth, FeedRecovered
+from feeds.health import FeedEvent, FeedHealth
 from feeds.input_topics import parse_input
-from feeds.normalized import record_json
 from feeds.ticks import MarkTick
 from liqmon.runtime.effects import Effects
+from liqmon.runtime.feed_watch import FeedWatch
+from liqmon.runtime.journal import Journal, SnapshotPolicy
+from liqmon.runtime.refusals import RefusalLog
 from liqmon.summary import ReplayStats
 from monitor.bulk import apply_batch
 from monitor.engine import Engine
@@ -56,20 +56,11 @@ from monitor.records import (
     Record,
     TickRecord,
 )
-from monitor.snapshot import mark_text
 
 log = structlog.get_logger("liqmon.runtime")
 
-LOGGED_PER_REASON = 10
-"""Refusals logged one by one per reason; beyond that they are only counted."""
 MARGIN_KEYS_KEPT = 100_000
 """Margin records remembered for de-duplication (and kept in snapshots)."""
-SNAPSHOT_JOURNAL_MIN = 1
-SNAPSHOT_JOURNAL_MAX = 100_000
-"""A periodic snapshot waits until the journal since the last one holds a quarter as many lines
-as there are open positions, bounded by these (a large quiet book is not rewritten every
-interval for a few journal lines; restart time stays bounded either way)."""
-
 MarginKey = tuple[str, str, str, str, int]
 
 
@@ -112,13 +103,18 @@ class Runtime:
         self.last_alert: tuple[int, str] | None = None
         """``(seq, id)`` of the last alert event emitted: what a durable sink's last written
         event is compared with after a restart."""
-        self.feed_events: deque[FeedEvent] = deque(maxlen=1_000)
+        self._feed = None if health is None else FeedWatch(health, engine, self.stats)
         self._margin_keys: dict[MarginKey, None] = {}
-        self._dirty: dict[str, tuple[int, str, float, MarkSource, Funding | None, int | None]] = {}
-        self._snapshot_ns = snapshot_interval_s and round(snapshot_interval_s * 1e9)
-        self._last_snapshot_ns: int | None = None
-        self._journaled_since_snapshot = 0
-        self._refusals: dict[str, int] = {}
+        self._journal = Journal()
+        self._snapshots = SnapshotPolicy(
+            round(snapshot_interval_s * 1e9) if snapshot_interval_s and journal else None
+        )
+        self._log_refusal = RefusalLog()
+
+    @property
+    def feed_events(self) -> Sequence[FeedEvent]:
+        """The latest feed health events (for status and tests)."""
+        return () if self._feed is None else self._feed.recent
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -162,13 +158,8 @@ class Runtime:
         """The ticks of one venue frame, received at ``receive_ns``: first the symbols that went
         stale before it arrived, then those it brings back, then the ticks themselves."""
         out = Effects()
-        health = self.health
-        if health is not None and receive_ns is not None:
-            self._stalled(health.check(receive_ns), out)
-            for tick in ticks:
-                recovered = health.observe(tick.symbol, receive_ns, tick.mark)
-                if recovered is not None:
-                    self._feed_event(recovered, out)
+        if self._feed is not None and receive_ns is not None:
+            out.events.extend(self._feed.frame(ticks, receive_ns))
         if ticks:
             funding: list[Funding] | None = None
             if any(t.funding_rate is not None for t in ticks):
@@ -218,10 +209,8 @@ class Runtime:
         events, rejected = apply_batch(self.engine, batch)
         refused = {i for i, _ in rejected}
         if self.journaling:
-            self._journal_dirty(out)
-            for i in range(count):
-                if i not in refused:
-                    self._journal_line(record_json(batch.record(i)), run.lines[i], out)
+            applied = [(batch.record(i), run.lines[i]) for i in range(count) if i not in refused]
+            self._journaled(self._journal.records(applied), out)
         for i, refusal in rejected:
             self._refused(refusal, source, now_ms, run.lines[i], b"", None, out)
         self._emit(events, out)
@@ -258,18 +247,19 @@ class Runtime:
             return Effects()
         return self.record(record, source="mqtt", now_ms=now_ms, raw=payload, topic=topic)
 
-    def clock(self, now_ns: int, *, behind_ns: int | None = None) -> Effects:
+    def clock(self, now_ns: int) -> Effects:
         """Time passed: the symbols that went stale by ``now_ns`` and whether a snapshot is due.
 
-        ``behind_ns``: the receive time of the oldest tick still waiting for the runtime, if
-        any. Staleness is then judged at that time: ticks waiting in a queue are not a silent
-        venue (and a tick received before a symbol's deadline must be applied first).
+        A driver passes the time in order with the frames (the service's clock goes through the
+        same queue), so every frame received before ``now_ns`` was applied first: ticks waiting
+        in a queue are not a silent venue.
         """
         out = Effects()
-        if self.health is not None:
-            at = now_ns if behind_ns is None else min(now_ns, behind_ns)
-            self._stalled(self.health.check(at), out)
-        out.snapshot_due = self._snapshot_due(now_ns)
+        if self._feed is not None:
+            out.events.extend(self._feed.at(now_ns))
+        out.snapshot_due = self._snapshots.due(
+            now_ns, journaled=self._journal.since_snapshot, positions=self.engine.position_count
+        )
         return out
 
     # -- restart -------------------------------------------------------------------------------
@@ -309,15 +299,9 @@ class Runtime:
 
     def snapshot_taken(self, now_ns: int) -> None:
         """A snapshot was captured at ``now_ns`` (the journal starts a new generation)."""
-        self._last_snapshot_ns = now_ns
-        self._journaled_since_snapshot = 0
+        self._snapshots.taken(now_ns)
+        self._journal.snapshot_taken()
         self.stats.snapshots += 1
-
-    def journal_pending_marks(self) -> list[bytes]:
-        """The marks not journaled yet (a final snapshot holds them instead: drop them)."""
-        out = Effects()
-        self._journal_dirty(out)
-        return out.journal
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -346,31 +330,20 @@ class Runtime:
             self._log_refusal(drop, source, None if lines is None else lines[i])
         if self.journaling:
             skip = {i for i, _ in dropped}
-            if engine.changes != before:
-                self._journal_dirty(out)
-                for i in range(count):
-                    if i not in skip:
-                        self._journal_tick(
-                            stamps[i],
-                            symbols[i],
-                            marks[i],
-                            texts[i],
-                            funding[i] if funding is not None else None,
-                            None if lines is None else lines[i],
-                            out,
-                        )
-            else:
-                dirty = self._dirty
-                for i in range(count):
-                    if i not in skip:
-                        dirty[symbols[i]] = (
-                            stamps[i],
-                            symbols[i],
-                            marks[i],
-                            texts[i],
-                            funding[i] if funding is not None else None,
-                            None if lines is None else lines[i],
-                        )
+            accepted = [
+                (
+                    stamps[i],
+                    symbols[i],
+                    marks[i],
+                    texts[i],
+                    funding[i] if funding is not None else None,
+                    None if lines is None else lines[i],
+                )
+                for i in range(count)
+                if i not in skip
+            ]
+            changed = engine.changes != before
+            self._journaled(self._journal.ticks(accepted, changed=changed), out)
         if lines:
             self.replay_line = max(self.replay_line, lines[-1])
         self._emit(events, out)
@@ -432,8 +405,7 @@ class Runtime:
                     stats.warnings.append(warning)
                     log.warning("tier_table_warning", detail=warning)
         if self.journaling:
-            self._journal_dirty(out)
-            self._journal_line(record_json(record), line, out)
+            self._journaled(self._journal.record(record, line), out)
         self._emit(events, out)
 
     def _emit(self, events: Sequence[EngineEvent], out: Effects) -> None:
@@ -450,29 +422,6 @@ class Runtime:
                 last = event
         if last is not None:
             self.last_alert = (last.seq, last.id)
-        out.events.extend(events)
-
-    def _stalled(self, stalled: Sequence[FeedEvent], out: Effects) -> None:
-        for event in stalled:
-            self._feed_event(event, out)
-
-    def _feed_event(self, event: FeedEvent, out: Effects) -> None:
-        """A feed health event, and the state events of the symbol's holders (their marks are
-        flagged stale, or no longer)."""
-        self.feed_events.append(event)
-        self.stats.events[event.kind] += 1
-        payload = event.to_payload()
-        (log.info if isinstance(event, FeedRecovered) else log.warning)(
-            event.kind,
-            venue=event.venue,
-            symbol=event.symbol,
-            stale_ms=payload["stale_ms"],
-            since_ts=payload["since_ts"],
-        )
-        events: list[OutputEvent] = [event]
-        states = self.engine.set_stale(event.symbol, not isinstance(event, FeedRecovered))
-        self.stats.state_updates += len(states)
-        events.extend(states)
         out.events.extend(events)
 
     def _refused(
@@ -507,70 +456,12 @@ class Runtime:
             stats.events[notice.kind] += 1
             out.events.append(notice)
 
-    def _log_refusal(self, error: RecordRefused, source: str, line: int | None) -> None:
-        count = self._refusals.get(error.reason, 0) + 1
-        self._refusals[error.reason] = count
-        if count > LOGGED_PER_REASON:
-            return
-        log.warning(
-            "input_refused",
-            source=source,
-            line=line,
-            reason=error.reason,
-            detail=error.detail,
-            outcome="dropped" if isinstance(error, TickDropped) else "rejected",
-        )
-        if count == LOGGED_PER_REASON:
-            log.warning(
-                "input_refused_quiet",
-                reason=error.reason,
-                note="further refusals of this reason are only counted",
-            )
-
     def _remember(self, key: MarginKey) -> None:
         keys = self._margin_keys
         keys[key] = None
         if len(keys) > MARGIN_KEYS_KEPT:
             del keys[next(iter(keys))]
 
-    def _journal_tick(
-        self,
-        ts: int,
-        symbol: str,
-        mark: float,
-        text: MarkSource,
-        funding: Funding | None,
-        line: int | None,
-        out: Effects,
-    ) -> None:
-        rate, when = funding if funding is not None else (None, None)
-        record = TickRecord(ts, symbol, mark, mark_text(text), rate, when)
-        self._journal_line(record_json(record), line, out)
-
-    def _journal_dirty(self, out: Effects) -> None:
-        dirty = self._dirty
-        if not dirty:
-            return
-        for ts, symbol, mark, text, funding, line in dirty.values():
-            self._journal_tick(ts, symbol, mark, text, funding, line, out)
-        dirty.clear()
-
-    def _journal_line(self, line: bytes, source_line: int | None, out: Effects) -> None:
-        if source_line is not None:
-            line = line[:-1] + b',"_line":' + str(source_line).encode() + b"}"
-        out.journal.append(line)
-        self.stats.journaled += 1
-        self._journaled_since_snapshot += 1
-
-    def _snapshot_due(self, now_ns: int) -> bool:
-        interval = self._snapshot_ns
-        if not interval or not self.journaling:
-            return False
-        if self._last_snapshot_ns is None:
-            self._last_snapshot_ns = now_ns  # the interval runs from the first look
-            return False
-        if now_ns - self._last_snapshot_ns < interval:
-            return False
-        return self._journaled_since_snapshot >= min(
-            SNAPSHOT_JOURNAL_MAX, max(SNAPSHOT_JOURNAL_MIN, self.engine.position_count // 4)
-        )
+    def _journaled(self, lines: list[bytes], out: Effects) -> None:
+        out.journal.extend(lines)
+        self.stats.journaled += len(lines)

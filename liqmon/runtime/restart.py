@@ -124,7 +124,7 @@ def decide_start(
         )
     return StartDecision(
         "refuse",
-        f"liqmon: the state directory {where} was left by a run with different inputs ({what}); "
+        f"the state directory {where} was left by a run with different inputs ({what}); "
         "run again with --resume to continue from that state, or --fresh to start over",
     )
 

@@ -350,6 +350,8 @@ class MqttSink:
         self.states_published = 0
         self.states_coalesced = 0
         self._last_backlog_log = 0.0
+        self.on_delivered: Callable[[list[OutboundMessage]], None] | None = None
+        """Called with each run of messages the broker acknowledged (for latency figures)."""
 
     # -- the sink protocol ---------------------------------------------------------------------
 
@@ -639,6 +641,8 @@ class MqttSink:
         if confirmed:
             self.outbox.ack(messages[confirmed - 1].seq)
             self.published += confirmed
+            if self.on_delivered is not None:
+                self.on_delivered(messages[:confirmed])
             self._log_backlog()
         if confirmed < len(results):
             failure = results[confirmed]

@@ -84,6 +84,7 @@ class Venue:
         self.connected = asyncio.Event()
         self.frames = 0
         self.jumps = 0
+        self.bursts = 0
         self._last_e = 0
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -101,12 +102,16 @@ class Venue:
         if self.args.jump_every and self.frames % self.args.jump_every == 0:
             jump_symbol = rng.choice(sorted(self.prices))
             self.jumps += 1
+        burst = 0.0  # every symbol moves together: a burst of state changes across the book
+        if self.args.burst_every and self.frames % self.args.burst_every == 0:
+            burst = rng.choice((-1, 1)) * self.args.burst_move
+            self.bursts += 1
         now_ms = time.time_ns() // 1_000_000
         e = max(now_ms, self._last_e + 1)
         self._last_e = e
         data = []
         for symbol, price in self.prices.items():
-            step = rng.gauss(0.0, self.volatility[symbol])
+            step = rng.gauss(0.0, self.volatility[symbol]) + burst
             if symbol == jump_symbol:
                 step += rng.choice((-1, 1)) * rng.uniform(0.04, 0.08)
             price = min(max(price * math.exp(step), 1e-6), 1e7)
@@ -195,6 +200,49 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _breakdown(http_port: int) -> dict[str, dict[str, float | None]]:
+    """``liqmon_alert_path_seconds`` from /metrics: for each step of the alert path its mean and
+    its p50/p99 (upper bounds of the histogram's buckets), in ms."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(  # loopback
+        f"http://127.0.0.1:{http_port}/metrics", timeout=10
+    ) as response:
+        text = response.read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "liqmon_alert_path_seconds":
+            continue
+        for sample in family.samples:
+            step = sample.labels["step"]
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(step, []).append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                sums[step] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[step] = sample.value
+
+    def quantile(step: str, q: float) -> float | None:
+        total = counts.get(step, 0.0)
+        for bound, cumulative in sorted(buckets.get(step, [])):
+            if total and cumulative >= q * total:
+                return None if math.isinf(bound) else round(bound * 1000, 3)
+        return None
+
+    return {
+        step: {
+            "count": counts[step],
+            "mean_ms": round(sums[step] / counts[step] * 1000, 3) if counts[step] else None,
+            "p50_le_ms": quantile(step, 0.5),
+            "p99_le_ms": quantile(step, 0.99),
+        }
+        for step in ("parse", "wait", "engine", "journal", "sinks", "mqtt")
+        if step in counts
+    }
+
+
 def _percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
@@ -226,7 +274,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             http_port = free_port()
             env = {
                 **os.environ,
-                "LIQMON_LOG__LEVEL": "warning",
+                "LIQMON_LOG__LEVEL": "info" if args.log != os.devnull else "warning",
+                "LIQMON_LOG__FORMAT": "json",
+                "LIQMON_STATE__SNAPSHOT_INTERVAL_S": str(args.snapshot_interval_s),
                 "LIQMON_MQTT__INSTANCE": "bench",
             }
             process = subprocess.Popen(  # noqa: ASYNC220  # started once, awaited below
@@ -264,6 +314,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 await venue.push(args.seconds)
                 cpu_busy = (_cpu_seconds(process.pid) - cpu_before) / args.seconds
                 await asyncio.sleep(2.0)  # alerts of the last frames are still on their way
+                breakdown = await asyncio.to_thread(_breakdown, http_port)
+                snapshots = _snapshot_lines(args.log)
             finally:
                 subscriber.close()
                 stopping = time.monotonic()
@@ -304,7 +356,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "alerts_by_kind": kinds,
         "steady_latency": _percentiles(steady),
         "warmup_latency": _percentiles(warmup),
+        "alert_path_ms": breakdown,
+        "snapshots_written": snapshots,
+        "bursts": venue.bursts,
     }
+
+
+def _snapshot_lines(log: str) -> int | None:
+    """How many snapshots liqmon logged (``--log`` with info level), if its log was kept."""
+    if log == os.devnull:
+        return None
+    with open(log, "rb") as stream:
+        return sum(b'"state_snapshot"' in line for line in stream)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,6 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--far-accounts", type=int, default=95_000)
     parser.add_argument("--frames-per-s", type=float, default=5.0, help="200 marks each")
     parser.add_argument("--jump-every", type=int, default=25, help="frames between jumps")
+    parser.add_argument(
+        "--burst-every", type=int, default=150, help="frames between book-wide moves (0: none)"
+    )
+    parser.add_argument(
+        "--burst-move", type=float, default=0.02, help="the book-wide move (log return)"
+    )
+    parser.add_argument(
+        "--snapshot-interval-s", type=float, default=60.0, help="liqmon's snapshot interval"
+    )
     parser.add_argument("--seconds", type=float, default=120.0, help="measured after warm-up")
     parser.add_argument("--warmup-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)

@@ -181,6 +181,18 @@ class Metrics:
             buckets=(2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 2e-2, 0.1),
             registry=r,
         )
+        self.alert_path = Histogram(
+            "liqmon_alert_path_seconds",
+            "Where the time of an input that raised alerts went, step by step: parse (frame "
+            "received to parsed), wait (in the inbox), engine (the runtime), journal, sinks "
+            "(encoding and the outbox), mqtt (outbox to the broker's acknowledgement)",
+            ["step"],
+            buckets=(
+                5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3,
+                1e-2, 2e-2, 5e-2, 0.1, 0.25, 1.0,
+            ),
+            registry=r,
+        )  # fmt: skip
         self.feed_frames = Counter(
             "liqmon_feed_frames", "Frames received from the feed", ["venue"], registry=r
         )

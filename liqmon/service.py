@@ -32,8 +32,9 @@ import structlog
 
 from alerts.jsonl import JsonLinesSink
 from alerts.mqtt import MqttSink, Received, engine_notional, subscribe
-from alerts.outbox import Outbox
+from alerts.outbox import OutboundMessage, Outbox
 from alerts.sink import EventSink, OutputEvent
+from alerts.topics import ALERT_KINDS
 from feeds.health import FeedHealth
 from feeds.live import FeedFailed, FeedStats
 from feeds.replay_source import Pacer, ReplayItem, replay_items
@@ -54,7 +55,7 @@ from liqmon.service_inputs import (
 )
 from liqmon.settings import ServiceSettings
 from liqmon.shock_mqtt import ShockResponder
-from liqmon.startup import Prepared, prepare
+from liqmon.startup import Prepared, owed_after, prepare
 from monitor.engine import Engine
 from monitor.events import AlertEvent
 from monitor.notices import ServiceStarted, ServiceStopped, notice_id
@@ -71,6 +72,28 @@ ALERT_YIELDS = 6
 the MQTT publisher needs to wake, publish and have the packet written."""
 
 Input = FeedFrame | ReplayItem | InputMessage | OneInput | ClockTick
+
+
+class AlertPath:
+    """The steps of a frame whose ticks raised alerts, into ``liqmon_alert_path_seconds``
+    (wall clock: the receive time is the feed's). The last step, outbox to broker, is timed by
+    the MQTT publisher (:meth:`Service._delivered`)."""
+
+    __slots__ = ("_applied", "_histogram", "_item", "_taken")
+
+    def __init__(self, histogram: Any, item: FeedFrame, taken_ns: int) -> None:
+        self._histogram = histogram
+        self._item = item
+        self._taken = taken_ns
+        self._applied = time.time_ns()
+
+    def finished(self, journaled_ns: int, published_ns: int) -> None:
+        item, observe = self._item, self._histogram.labels
+        observe("parse").observe((item.parsed_ns - item.receive_ns) / 1e9)
+        observe("wait").observe((self._taken - item.parsed_ns) / 1e9)
+        observe("engine").observe((self._applied - self._taken) / 1e9)
+        observe("journal").observe((journaled_ns - self._applied) / 1e9)
+        observe("sinks").observe((published_ns - journaled_ns) / 1e9)
 
 
 class Service:
@@ -129,7 +152,18 @@ class Service:
             notional_of=engine_notional(lambda: self.engine),
         )
         self.sinks["mqtt"] = self.mqtt
+        self.mqtt.on_delivered = self._delivered
         return outbox
+
+    def _delivered(self, messages: list[OutboundMessage]) -> None:
+        """The broker acknowledged ``messages``: how long each alert took from the outbox."""
+        now = time.time()
+        mqtt_step = self.metrics.alert_path.labels("mqtt")
+        events = f"{self.settings.mqtt.prefix}/events/"
+        for message in messages:
+            kind = message.topic.removeprefix(events).partition("/")[0]
+            if kind in ALERT_KINDS:
+                mqtt_step.observe(now - message.queued_at)
 
     async def _publish(self, events: list[OutputEvent]) -> None:
         sinks = self.sinks.values()
@@ -164,14 +198,17 @@ class Service:
             )
         return runtime.file_item(item.item, source=item.source, now_ms=item.now_ms)
 
-    async def _carry_out(self, effects: Effects) -> bool:
+    async def _carry_out(self, effects: Effects, path: AlertPath | None = None) -> bool:
         """Journal, then publish, then snapshot if due; whether an alert went out."""
         if effects.journal:
             self.store.journal(effects.journal)
+        journaled = time.time_ns()
         alerted = False
         if effects.events:
             await self._publish(effects.events)
             alerted = any(isinstance(e, AlertEvent) for e in effects.events)
+            if alerted and path is not None:
+                path.finished(journaled, time.time_ns())
         if effects.snapshot_due:
             self._snapshot_in_background()
         return alerted
@@ -179,15 +216,18 @@ class Service:
     async def _engine_loop(self) -> None:
         inbox = self.inbox
         apply_seconds = self.metrics.apply_seconds
+        alert_path = self.metrics.alert_path
         yield_at = time.monotonic()
         while not (self.stopping.is_set() and inbox.empty()):
             item = await inbox.get(timeout_s=CLOCK_S * 2)
             if item is None:
                 continue
+            taken = time.time_ns()
             started = time.perf_counter()
             effects = self._effects(item)
             apply_seconds.labels(type(item).__name__).observe(time.perf_counter() - started)
-            alerted = await self._carry_out(effects)
+            path = AlertPath(alert_path, item, taken) if isinstance(item, FeedFrame) else None
+            alerted = await self._carry_out(effects, path)
             handled = item.handled if isinstance(item, InputMessage) else None
             if handled is not None and not handled.done():
                 handled.set_result(None)
@@ -319,9 +359,29 @@ class Service:
         log.info("service_started", start=prepared.start, summary=prepared.summary)
         await self._publish([notice])
         if prepared.seed:
-            async for item in seed_items(self.settings):
-                await self._carry_out(self._effects(item))
+            await self._seed(prepared.marks)
         self.restored = True
+
+    async def _seed(self, marks: dict[str, str | None]) -> None:
+        """Apply the seeds of a fresh start (brackets, ``--accounts``) and snapshot the result:
+        seeds are not journaled one by one (a snapshot of the book's arrays is far cheaper than
+        hundreds of thousands of journal lines). A crash while seeding leaves no state, so the
+        next start seeds again; each durable sink then skips the seeding's events it already
+        holds (its mark among them), as after a journal replay."""
+        runtime = self.runtime
+        runtime.journaling = False
+        events: list[OutputEvent] = []
+        try:
+            async for item in seed_items(self.settings):
+                events.extend(self._effects(item).events)
+        finally:
+            runtime.journaling = True
+        self.store.snapshot(self.engine, runtime.snapshot_meta())
+        runtime.snapshot_taken(time.time_ns())
+        for name, sink in self.sinks.items():
+            owed = owed_after(marks[name], events) if name in marks else events
+            for event in owed:
+                await sink.publish(event)
 
     async def run(self, *, install_signals: bool = True) -> int:
         outbox = self._open_sinks()
@@ -393,6 +453,10 @@ class Service:
             },
         )
         await self._publish([notice])
+        if self.mqtt is not None:
+            # the broker keeps the book as it ends, whatever states were published on the way
+            for state in self.engine.book_states():
+                await self.mqtt.publish(state)
         for sink in self.sinks.values():
             await sink.close()
 

@@ -43,6 +43,8 @@ class FeedFrame:
     receive_ns: int
     source: str
     raw: bytes
+    parsed_ns: int = 0
+    """When parsing ended (wall clock, ns): for the alert path's figures."""
 
 
 @dataclass(slots=True)
@@ -120,6 +122,7 @@ async def feed_frames(
                 frame.receive_ts_ns,
                 source,
                 frame.raw.encode() if rejects else b"",
+                time.time_ns(),
             )
     finally:
         if recorder is not None:

@@ -14,6 +14,7 @@ import structlog
 
 from alerts.jsonl import last_alert_id
 from alerts.outbox import Outbox
+from alerts.sink import OutputEvent
 from feeds.health import FeedHealth
 from liqmon.persistence import StateStore, run_identity
 from liqmon.runtime import Runtime
@@ -36,6 +37,8 @@ class Prepared:
     restored: dict[str, int]
     owed: dict[str, list[EngineEvent]]
     seed: bool
+    marks: dict[str, str | None]
+    """Each durable sink's own mark (the last alert its file holds), as found at start."""
 
 
 def _durable_marks(settings: ServiceSettings, outbox: Outbox | None) -> dict[str, str | None]:
@@ -91,7 +94,8 @@ def prepare(settings: ServiceSettings, store: StateStore, outbox: Outbox | None)
     replayed = runtime.restore(restored.journal_records, restored.meta)
     runtime.replay_line = max(runtime.replay_line, restored.last_source_line)
     owed: dict[str, list[EngineEvent]] = {}
-    for name, mark in _durable_marks(settings, outbox).items():
+    marks = _durable_marks(settings, outbox)
+    for name, mark in marks.items():
         resume = sink_resume(_sink_name(name, settings), mark, snapshot_last, replayed)
         if not resume.consistent:
             if not (decision.resumed or state.start == "resume"):
@@ -126,7 +130,7 @@ def prepare(settings: ServiceSettings, store: StateStore, outbox: Outbox | None)
             )
         )
     start = "fresh" if fresh else ("resumed" if decision.resumed else "restored")
-    return Prepared(runtime, start, summary, numbers, owed, seed=fresh)
+    return Prepared(runtime, start, summary, numbers, owed, seed=fresh, marks=marks)
 
 
 def _sink_name(name: str, settings: ServiceSettings) -> str:
@@ -136,3 +140,14 @@ def _sink_name(name: str, settings: ServiceSettings) -> str:
 def _owed(replayed: list[EngineEvent], resume: SinkResume) -> list[EngineEvent]:
     skip = resume.skip_through
     return [e for e in replayed if isinstance(e, StateEvent) or e.seq > skip]
+
+
+def owed_after(mark: str | None, events: list[OutputEvent]) -> list[OutputEvent]:
+    """``events`` without the alerts up to ``mark`` if it is among them (a sink that already
+    wrote part of a seeding that a crash interrupted); all of them otherwise."""
+    alerts: list[EngineEvent] = [e for e in events if isinstance(e, AlertEvent)]
+    resume = sink_resume("seeding", mark, None, alerts)
+    if not resume.consistent:
+        return list(events)
+    skip = resume.skip_through
+    return [e for e in events if not isinstance(e, AlertEvent) or e.seq > skip]

@@ -102,8 +102,8 @@ class Engine:
     @property
     def transitions(self) -> int:
         """Counts every change of an entity's alert state, silent ones included (a level
-        lowered within hysteresis), and every published state: an input that moved it is
-        worth journaling."""
+        lowered within hysteresis): an input that moved it is worth journaling. Published
+        states are not counted (they present the state; see :meth:`book_states`)."""
         return self._evaluator.transitions
 
     @property

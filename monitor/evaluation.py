@@ -501,7 +501,8 @@ class Evaluator:
         entities = self.book.entities
         entities.v_shown_ratio[entity] = float("nan") if ratio is None else ratio
         entities.v_shown_level[entity] = entities.v_level[entity]
-        self.transitions += 1  # the published state is state too: worth journaling
+        # not a transition: the retained state is presentation (republished whole on restart
+        # and on stop), not state that the journal must rebuild
         return self._describe(entity, ts, mb, mm, ratio)
 
     def describe(self, entity: int, ts: int) -> MarginStateChanged:

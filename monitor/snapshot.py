@@ -83,9 +83,11 @@ class EngineSnapshot:
         return sum(a.nbytes for a in self.arrays.values())
 
     def without_bands(self) -> EngineSnapshot:
-        """The state without what is derived from it (trigger bands and envelopes, which
-        depend on when entities were last evaluated, not on what they hold)."""
-        derived = {"rows.lo", "rows.hi"}
+        """The state without what is derived from it or only presents it: trigger bands and
+        envelopes (they depend on when entities were last evaluated, not on what they hold)
+        and the last published state of each entity (the retained state's bookkeeping: a
+        restart republishes every state, so it depends on restarts, not on the inputs)."""
+        derived = {"rows.lo", "rows.hi", "entities.shown_ratio", "entities.shown_level"}
         return EngineSnapshot(
             {k: v for k, v in self.arrays.items() if k not in derived}, dict(self.meta)
         )

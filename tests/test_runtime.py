@@ -222,9 +222,9 @@ def test_a_refused_input_is_an_event_with_its_reason_and_the_account_channel_mov
     assert rt.stats.rejected_by_source[("mqtt", "invalid_json")] == 1
 
 
-def test_a_snapshot_is_due_after_the_interval_once_the_journal_is_worth_it() -> None:
-    """Not before the interval, not while the journal since the last snapshot is short of a
-    quarter of the open positions (at least one line), then yes; taking it starts over."""
+def test_a_snapshot_is_due_after_the_interval_if_anything_was_journaled() -> None:
+    """Not before the interval, not if nothing was journaled since the last snapshot, then
+    yes; taking it starts over."""
     rt = runtime(snapshot_interval_s=60)
     assert not rt.clock(0).snapshot_due  # the interval starts at the first look
     assert not rt.clock(61_000 * MS).snapshot_due  # nothing journaled

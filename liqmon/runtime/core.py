@@ -257,9 +257,7 @@ class Runtime:
         out = Effects()
         if self._feed is not None:
             out.events.extend(self._feed.at(now_ns))
-        out.snapshot_due = self._snapshots.due(
-            now_ns, journaled=self._journal.since_snapshot, positions=self.engine.position_count
-        )
+        out.snapshot_due = self._snapshots.due(now_ns, journaled=self._journal.since_snapshot)
         return out
 
     # -- restart -------------------------------------------------------------------------------

@@ -17,12 +17,6 @@ from feeds.normalized import record_json
 from monitor.records import MarkSource, Record, TickRecord
 from monitor.snapshot import mark_text
 
-SNAPSHOT_JOURNAL_MIN = 1
-SNAPSHOT_JOURNAL_MAX = 100_000
-"""A periodic snapshot waits until the journal since the last one holds a quarter as many lines
-as there are open positions, bounded by these (a large quiet book is not rewritten every
-interval for a few journal lines; restart time stays bounded either way)."""
-
 Tick = tuple[int, str, float, MarkSource, Funding | None, int | None]
 """``(ts, symbol, mark, mark text, funding, source line)``."""
 
@@ -90,13 +84,15 @@ class Journal:
 
 
 class SnapshotPolicy:
-    """Every ``interval_ns``, once the journal since the last snapshot is worth it."""
+    """Every ``interval_ns`` if anything was journaled since the last snapshot (a snapshot is
+    the book's arrays: milliseconds to capture, written on a thread; a quiet book is not
+    rewritten for nothing)."""
 
     def __init__(self, interval_ns: int | None) -> None:
         self.interval_ns = interval_ns
         self._last_ns: int | None = None
 
-    def due(self, now_ns: int, *, journaled: int, positions: int) -> bool:
+    def due(self, now_ns: int, *, journaled: int) -> bool:
         if not self.interval_ns:
             return False
         if self._last_ns is None:
@@ -104,7 +100,7 @@ class SnapshotPolicy:
             return False
         if now_ns - self._last_ns < self.interval_ns:
             return False
-        return journaled >= min(SNAPSHOT_JOURNAL_MAX, max(SNAPSHOT_JOURNAL_MIN, positions // 4))
+        return journaled > 0
 
     def taken(self, now_ns: int) -> None:
         self._last_ns = now_ns

@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from alerts.schema import StatePayload
+from feeds.backoff import ReconnectPolicy
 from feeds.frames import FrameParser
 from feeds.hyperliquid_info import (
     InfoFailed,
@@ -32,7 +33,7 @@ from feeds.hyperliquid_info import (
     weight_per_minute,
 )
 from feeds.hyperliquid_state import parse_meta, parse_state
-from feeds.live import FeedSpec, FeedStats, ReconnectPolicy, frames
+from feeds.live import FeedSpec, FeedStats, frames
 from feeds.ticks import MarkTick
 from liqmon.broker import LocalBroker
 from liqmon.cli import main

@@ -18,14 +18,15 @@ when the marker comes back every retained message of the filters has been handed
 ``on_disconnect`` when the connection is lost: a reader that rebuilds retained state from
 scratch on each connection drops, at the barrier, what the broker no longer holds.
 
-Messages are decoded as in :func:`alerts.mqtt.subscribe` (JSON objects; an empty payload is a
+Messages are decoded as in :func:`feeds.mqtt_input.subscribe` (JSON objects; an empty payload is a
 cleared retained message, ``body=None``); MQTT 5 request properties (Response Topic,
-Correlation Data) are in :class:`~alerts.mqtt.Received`.
+Correlation Data) are in :class:`~feeds.mqtt_input.Received`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -35,14 +36,10 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alerts.mqtt import (
-    CONTENT_TYPE,
-    NO_DELAY,
-    MqttSettings,
-    Received,
-    reconnect_delay,
-    tls_context_for,
-)
+from alerts.encoding import CONTENT_TYPE
+from alerts.mqtt_settings import MqttSettings, aiomqtt_client
+from feeds.backoff import MQTT_BACKOFF, reconnect_delay
+from feeds.mqtt_input import Received
 from monitor.errors import LiqmonError
 
 log = structlog.get_logger("liqmon.link")
@@ -173,21 +170,7 @@ class MqttLink:
             raise LinkDown(f"publish to {topic} failed: {exc}") from exc
 
     def _make_client(self) -> aiomqtt.Client:
-        s = self.settings
-        return aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
-            identifier=self.identifier,
-            protocol=(
-                aiomqtt.ProtocolVersion.V5 if s.protocol == "5" else aiomqtt.ProtocolVersion.V311
-            ),
-            keepalive=s.keepalive_s,
-            timeout=s.publish_timeout_s,
-            tls_context=tls_context_for(s),
-            socket_options=NO_DELAY,
-        )
+        return aiomqtt_client(self.settings, identifier=self.identifier)
 
     async def run(self) -> None:
         """Connect, subscribe, deliver; reconnect with backoff until cancelled."""
@@ -203,7 +186,7 @@ class MqttLink:
                 self._lost()
             if self._fresh:  # it was connected this time: the backoff starts again
                 attempt = 0
-            delay = reconnect_delay(attempt)
+            delay = reconnect_delay(attempt, MQTT_BACKOFF, random.random)
             attempt += 1
             log.warning(
                 "mqtt_link_disconnected",

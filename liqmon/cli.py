@@ -22,8 +22,9 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from alerts.console import ConsoleSink
+from alerts.encoding import engine_notional
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink, engine_notional
+from alerts.publisher import MqttSink
 from alerts.sink import EventSink, FanOutSink
 from alerts.topics import ALERT_KINDS
 from feeds.brackets import BracketFileError, load_brackets

@@ -35,9 +35,10 @@ from typing import Any
 import orjson
 import structlog
 
+from alerts.encoding import engine_notional
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink, Received, engine_notional, subscribe
 from alerts.outbox import Outbox
+from alerts.publisher import MqttSink
 from alerts.sink import EventSink
 from alerts.topics import feed_event_topic
 from feeds.accounts import parse_account_update
@@ -46,6 +47,7 @@ from feeds.files import read_lines
 from feeds.frames import FrameParser
 from feeds.health import FeedEvent, FeedHealth, FeedRecovered
 from feeds.live import FeedFailed, FeedSpec, FeedStats, frames
+from feeds.mqtt_input import Received, subscribe
 from feeds.normalized import (
     decode,
     exact_numbers,

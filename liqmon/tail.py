@@ -8,8 +8,9 @@ from collections import OrderedDict
 from typing import TextIO
 
 from alerts.console import colour_for, render_payload, render_state
-from alerts.mqtt import MqttSettings, Received, subscribe
+from alerts.mqtt_settings import MqttSettings
 from alerts.topics import event_filter, state_filter
+from feeds.mqtt_input import Received, subscribe
 
 SEEN_IDS = 10_000
 

@@ -1,4 +1,4 @@
-"""Binance user-data ``ACCOUNT_UPDATE`` messages as account records.
+"""Binance user-data ``ACCOUNT_UPDATE`` and ``ACCOUNT_CONFIG_UPDATE`` messages as account records.
 
 Binance pushes ``ACCOUNT_UPDATE`` on the futures user-data stream whenever balances or positions
 change; it lists only what changed, so liqmon merges it (an :class:`AccountUpdateRecord` with
@@ -17,6 +17,16 @@ cross positions (``wb`` includes isolated margin); a position's ``pa`` is the si
 per account) nor the leverage: the account comes from where the message was received, and an
 updated position keeps its previous leverage. The combined-stream wrapper ``{"stream", "data"}``
 is accepted.
+
+A multi-assets account's ``ACCOUNT_UPDATE`` lists several wallets (USDT, USDC, BTC, ...) in one
+message: they become one record, applied at once (docs/collateral.md).
+
+``ACCOUNT_CONFIG_UPDATE`` with ``ai`` reports the account's Multi-Assets Mode (``j``) and
+becomes an ``asset_mode`` record at ``E``; with ``ac`` it reports a symbol's leverage, which
+the margin math does not use, and becomes nothing::
+
+    {"e":"ACCOUNT_CONFIG_UPDATE","E":1611646737479,"T":1611646737476,"ai":{"j":true}}
+    {"e":"ACCOUNT_CONFIG_UPDATE","E":1611646737479,"T":1611646737476,"ac":{"s":"BTCUSDT","l":25}}
 """
 
 from __future__ import annotations
@@ -24,13 +34,29 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from feeds.normalized import ExactDecimal, Timestamp
 from monitor.errors import MalformedRecord
-from monitor.records import AccountUpdateRecord, PositionRecord
+from monitor.records import AccountUpdateRecord, AssetModeRecord, PositionRecord
 
 _SIDES = {"BOTH": "both", "LONG": "long", "SHORT": "short"}
+USER_DATA_EVENTS = frozenset(
+    {
+        "ACCOUNT_UPDATE",
+        "ACCOUNT_CONFIG_UPDATE",
+        "ORDER_TRADE_UPDATE",
+        "TRADE_LITE",
+        "MARGIN_CALL",
+        "listenKeyExpired",
+        "STRATEGY_UPDATE",
+        "GRID_UPDATE",
+        "CONDITIONAL_ORDER_TRIGGER_REJECT",
+        "ALGO_UPDATE",
+    }
+)
+"""The events of Binance's USDⓈ-M user-data stream; only the first two change what liqmon
+knows of an account."""
 
 
 class _Model(BaseModel):
@@ -64,18 +90,62 @@ class AccountUpdateIn(_Model):
     a: _Update
 
 
+class _AssetConfig(_Model):
+    j: StrictBool
+
+
+class AccountConfigIn(_Model):
+    """A Binance user-data ``ACCOUNT_CONFIG_UPDATE`` (only the fields liqmon reads)."""
+
+    e: Literal["ACCOUNT_CONFIG_UPDATE"]
+    E: Timestamp
+    ai: _AssetConfig | None = None
+
+
+def _unwrapped(message: Any) -> Any:
+    if isinstance(message, dict) and "data" in message and "stream" in message:
+        return message["data"]
+    return message
+
+
+def _malformed(exc: ValidationError, event: str) -> MalformedRecord:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "message"
+    reason = "missing_field" if first["type"] == "missing" else "invalid_field"
+    return MalformedRecord(reason, f"{event} {where}: {first['msg']}")
+
+
+def parse_account_config(message: Any, account: str) -> AssetModeRecord | None:
+    """The ``asset_mode`` record of a decoded ``ACCOUNT_CONFIG_UPDATE`` of ``account``, or
+    ``None`` when it reports no Multi-Assets Mode (a leverage change); raises
+    :class:`MalformedRecord` when it is not one."""
+    try:
+        config = AccountConfigIn.model_validate(_unwrapped(message))
+    except ValidationError as exc:
+        raise _malformed(exc, "ACCOUNT_CONFIG_UPDATE") from None
+    if config.ai is None:
+        return None
+    return AssetModeRecord(config.E, account, config.ai.j)
+
+
+def parse_user_data(message: Any, account: str) -> AccountUpdateRecord | AssetModeRecord | None:
+    """The record of a decoded Binance user-data event of ``account``: ``ACCOUNT_UPDATE`` or
+    ``ACCOUNT_CONFIG_UPDATE`` (``None`` for a leverage change); any other message is a
+    :class:`MalformedRecord`."""
+    event = _unwrapped(message)
+    kind = event.get("e") if isinstance(event, dict) else None
+    if kind == "ACCOUNT_CONFIG_UPDATE":
+        return parse_account_config(event, account)
+    return parse_account_update(event, account)
+
+
 def parse_account_update(message: Any, account: str) -> AccountUpdateRecord:
     """A record from a decoded ``ACCOUNT_UPDATE`` of ``account``; raises
     :class:`MalformedRecord` when it is not one."""
-    if isinstance(message, dict) and "data" in message and "stream" in message:
-        message = message["data"]
     try:
-        update = AccountUpdateIn.model_validate(message)
+        update = AccountUpdateIn.model_validate(_unwrapped(message))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        reason = "missing_field" if first["type"] == "missing" else "invalid_field"
-        raise MalformedRecord(reason, f"ACCOUNT_UPDATE {where}: {first['msg']}") from None
+        raise _malformed(exc, "ACCOUNT_UPDATE") from None
     ts = update.E
     positions = []
     for p in update.a.P:

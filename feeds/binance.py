@@ -1,7 +1,7 @@
 """Binance USDⓈ-M and COIN-M futures: mark prices from ``markPriceUpdate`` frames.
 
 Shapes read (every field era recorded since 2019 — older frames lack ``i``, ``P``, ``r`` or
-``T``; only ``e``, ``E``, ``s`` and ``p`` are used)::
+``T``; ``e``, ``E``, ``s``, ``p`` and, when present, ``r`` and ``T`` are used)::
 
     {"e":"markPriceUpdate","E":1617308820003,"s":"BTCUSDT","p":"58940.14924532",...}
     {"stream":"btcusdt@markPrice@1s","data":{...the object above...}}     combined stream
@@ -11,6 +11,21 @@ A tick is ``(s, p, E)``: the symbol as sent (``BTCUSDT``, ``BTCUSD_PERP``, ``BTC
 the mark's text, and the event time in ms. One bad item of an array does not drop the others:
 the good ones become ticks and the bad ones one reject per reason (the first item's detail and
 how many more).
+
+Funding: a ``markPriceUpdate``'s ``r`` (the funding rate, text as sent) and ``T`` (the next
+funding time, ms) become the tick's ``funding_rate`` and ``funding_ts``. Contracts without
+funding send neither (COIN-M dated) or ``T`` 0 (USDⓈ-M dated, with ``r`` "0.00000000"): their
+ticks carry none. A malformed ``r`` or ``T`` refuses the event (``invalid_field``).
+
+Collateral: ``assetIndexUpdate`` events (``!assetIndex@arr``, ``<asset>@assetIndex``) become
+``collateral`` records with the haircuts of ``haircuts`` (default: Binance's published table);
+see :mod:`feeds.collateral`. They are read whatever the price source.
+
+User data: with ``account`` named (a capture of one account's user-data stream),
+``ACCOUNT_UPDATE`` becomes an ``account_update`` record and ``ACCOUNT_CONFIG_UPDATE`` an
+``asset_mode`` record (or nothing, for a leverage change) of that account (see
+:mod:`feeds.accounts`); the other user-data events carry nothing liqmon reads. Without an
+account, the two that change an account are refused as ``unknown_account``.
 
 ``price_source`` lets real trade and book captures drive a replay at a real rate:
 
@@ -32,7 +47,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from feeds.accounts import USER_DATA_EVENTS, parse_user_data
+from feeds.collateral import HaircutTable, asset_index_event, binance_haircuts
 from feeds.fields import (
+    decimal_text_of,
     describe,
     mark_of,
     mid_of,
@@ -46,6 +64,7 @@ from feeds.fields import (
 )
 from feeds.ticks import NOTHING, MarkTick, Parsed
 from monitor.errors import ConfigError, MalformedRecord
+from monitor.records import Record
 
 USDM = "binance-usdm"
 COINM = "binance-coinm"
@@ -76,20 +95,44 @@ def check_price_source(price_source: str) -> str:
     return price_source
 
 
+def funding_of(event: dict[str, Any]) -> tuple[str | None, int | None]:
+    """A ``markPriceUpdate``'s ``(r, T)`` as ``(funding_rate, funding_ts)``; ``(None, None)``
+    for a contract without funding (no ``r`` or ``T``, an empty ``r``, or ``T`` 0)."""
+    rate, due = event.get("r"), event.get("T")
+    if rate is None or rate == "" or due is None:
+        return None, None
+    when = ms_of(due, "T")
+    if when == 0:
+        return None, None
+    return decimal_text_of(rate, "r"), when
+
+
 class BinanceFrames:
     """Parser of Binance futures frames (stateless; see the module docstring).
 
     ``venue`` names the ticks (``binance-usdm`` or ``binance-coinm``); ``None`` guesses it per
-    symbol (:func:`venue_of_symbol`).
+    symbol (:func:`venue_of_symbol`). ``haircuts`` values the asset index (default: Binance's
+    table); ``account`` names the account of user-data events.
     """
 
-    __slots__ = ("price_source", "venue")
+    __slots__ = ("account", "haircuts", "price_source", "venue")
 
-    def __init__(self, venue: str | None = USDM, *, price_source: str = "mark") -> None:
+    def __init__(
+        self,
+        venue: str | None = USDM,
+        *,
+        price_source: str = "mark",
+        haircuts: HaircutTable | None = None,
+        account: str | None = None,
+    ) -> None:
         if venue not in (USDM, COINM, None):
             raise ConfigError(f"a Binance venue is {USDM} or {COINM}, got {venue!r}")
+        if account is not None and not 0 < len(account) <= 256:
+            raise ConfigError(f"an account name has 1 to 256 characters, got {account!r}")
         self.venue = venue
         self.price_source = check_price_source(price_source)
+        self.haircuts = haircuts if haircuts is not None else binance_haircuts()
+        self.account = account
 
     def parse(self, raw: str | bytes, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one raw frame, or why it has none."""
@@ -111,15 +154,18 @@ class BinanceFrames:
             return refused(exc)
 
     def _items(self, items: list[Any], receive_ts_ns: int | None) -> Parsed:
-        """An array of events (``!markPrice@arr``): every good item's tick, one reject per
-        reason for the bad ones."""
+        """An array of events (``!markPrice@arr``, ``!assetIndex@arr``): every good item's tick
+        or record, one reject per reason for the bad ones."""
         ticks: list[MarkTick] = []
+        records: list[Record] = []
         bad: dict[str, tuple[str, int]] = {}  # reason -> (first detail, count)
         for index, item in enumerate(items):
             try:
                 if type(item) is not dict:
                     raise unknown_shape(f"not an event: {describe(item)}")
-                ticks.extend(self._event(item, receive_ts_ns).ticks)
+                parsed = self._event(item, receive_ts_ns)
+                ticks.extend(parsed.ticks)
+                records.extend(parsed.records)
             except MalformedRecord as exc:
                 detail, count = bad.get(exc.reason, (f"item {index}: {exc.detail}", 0))
                 bad[exc.reason] = (detail, count + 1)
@@ -127,7 +173,7 @@ class BinanceFrames:
             (reason, detail if count == 1 else f"{detail} (and {count - 1} more items)")
             for reason, (detail, count) in bad.items()
         )
-        return Parsed(tuple(ticks), rejects)
+        return Parsed(tuple(ticks), rejects, tuple(records))
 
     def _event(self, event: dict[str, Any], receive_ts_ns: int | None) -> Parsed:
         kind = event.get("e")
@@ -143,9 +189,28 @@ class BinanceFrames:
             if self.price_source != "mid":
                 return NOTHING
             return self._tick(event, "E" if "E" in event else "T", receive_ts_ns, mid=True)
+        if kind == "assetIndexUpdate":
+            record = asset_index_event(event, self.haircuts)
+            return NOTHING if record is None else Parsed(records=(record,))
+        if type(kind) is str and kind in USER_DATA_EVENTS:
+            return self._user_data(event, kind)
         if kind is None:
             return self._reply(event)
         raise unknown_shape(f"Binance event {short(kind)} carries no price")
+
+    def _user_data(self, event: dict[str, Any], kind: str) -> Parsed:
+        """An event of an account's user-data stream (see the module docstring)."""
+        changes = kind == "ACCOUNT_UPDATE" or (kind == "ACCOUNT_CONFIG_UPDATE" and "ai" in event)
+        if self.account is None:
+            if changes:
+                raise MalformedRecord(
+                    "unknown_account", f"an {kind} event of an account that was not named"
+                )
+            return NOTHING
+        if kind not in ("ACCOUNT_UPDATE", "ACCOUNT_CONFIG_UPDATE"):
+            return NOTHING
+        record = parse_user_data(event, self.account)
+        return NOTHING if record is None else Parsed(records=(record,))
 
     def _reply(self, reply: dict[str, Any]) -> Parsed:
         """A reply to a request: ``{"result":..,"id":..}`` acknowledges, errors are rejects."""
@@ -169,5 +234,6 @@ class BinanceFrames:
             mark, text = mid_of(event.get("b"), event.get("a"))
         else:
             mark, text = mark_of(event.get("p"), "p")
+        rate, due = funding_of(event) if event.get("e") == "markPriceUpdate" else (None, None)
         venue = self.venue or venue_of_symbol(symbol)
-        return Parsed((MarkTick(venue, symbol, mark, text, ts, receive_ts_ns),))
+        return Parsed((MarkTick(venue, symbol, mark, text, ts, receive_ts_ns, rate, due),))

@@ -43,7 +43,19 @@ MAX_LINE_BYTES = 2 * MAX_FRAME_BYTES + 4096
 
 _PREFIX = re.compile(rb"(\d{1,19}) ")
 _PREFIXED_LINE = re.compile(rb"\d{1,19} (?:[\[{]|pong)")  # what detection takes as prefixed
-_NORMALIZED_TYPES = frozenset({"contract", "balance", "position", "margin", "tick"})
+_NORMALIZED_TYPES = frozenset(
+    {
+        "contract",
+        "balance",
+        "position",
+        "margin",
+        "tick",
+        "account_snapshot",
+        "account_update",
+        "asset_mode",
+        "collateral",
+    }
+)
 _NS_PER_S = Decimal(1_000_000_000)
 
 Frame = tuple[int | None, bytes]

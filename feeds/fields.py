@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 
 import orjson
 
-from feeds.normalized import MAX_TS, price_of
+from feeds.normalized import MAX_TS, price_of, to_decimal
 from feeds.ticks import MAX_FRAME_BYTES, Parsed
 from monitor.errors import MalformedRecord
 
@@ -142,6 +142,21 @@ def mark_of(value: object, name: str) -> tuple[float, str]:
     if isinstance(value, str):
         return mark, value
     return mark, repr(value)  # a JSON number: its shortest round-trip text
+
+
+def decimal_text_of(value: object, name: str) -> str:
+    """The exact text of a decimal of any sign (a funding rate): a plain decimal string, or a
+    JSON number (its shortest round-trip text), within the magnitudes of
+    :func:`feeds.normalized.to_decimal`."""
+    if value is None:
+        raise MalformedRecord("invalid_field", f"{name} is required")
+    if isinstance(value, str) and not value.isascii():
+        raise MalformedRecord("invalid_field", f"{name} {short(value)} is not a decimal number")
+    try:
+        to_decimal(value)
+    except ValueError as exc:
+        raise MalformedRecord("invalid_field", f"{name}: {exc}") from None
+    return value if isinstance(value, str) else repr(value)
 
 
 def mid_of(bid: object, ask: object, names: tuple[str, str] = ("b", "a")) -> tuple[float, str]:

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from feeds.binance import COINM, USDM, BinanceFrames, check_price_source
 from feeds.bybit import BybitTickers
+from feeds.collateral import HaircutTable
 from feeds.fields import decode_frame, describe, refused
 from feeds.hyperliquid import HyperliquidFrames
 from feeds.okx import OkxMarkPrice, is_pong
@@ -50,13 +51,22 @@ class FrameParser:
     """Raw frames of one venue (or of any, ``venue=None``) to :class:`~feeds.ticks.Parsed`.
 
     ``price_source`` (``mark``, ``trade`` or ``mid``) applies to Binance and Hyperliquid
-    frames; see :mod:`feeds.binance` and :mod:`feeds.hyperliquid`. Unknown venues or price
-    sources are a :class:`ConfigError`.
+    frames; see :mod:`feeds.binance` and :mod:`feeds.hyperliquid`. ``haircuts`` values
+    Binance's asset index (default: Binance's table, :mod:`feeds.collateral`); ``account``
+    names the account of Binance user-data events. Unknown venues or price sources are a
+    :class:`ConfigError`.
     """
 
     __slots__ = ("_binance", "_bybit", "_hyperliquid", "_okx", "_only", "price_source", "venue")
 
-    def __init__(self, venue: str | None = None, *, price_source: str = "mark") -> None:
+    def __init__(
+        self,
+        venue: str | None = None,
+        *,
+        price_source: str = "mark",
+        haircuts: HaircutTable | None = None,
+        account: str | None = None,
+    ) -> None:
         if venue is not None and venue not in VENUES:
             raise ConfigError(f"venue must be one of {', '.join(VENUES)}, got {venue!r}")
         check_price_source(price_source)
@@ -67,7 +77,9 @@ class FrameParser:
         self.venue = venue
         self.price_source = price_source
         binance_venue = venue if venue in (USDM, COINM) else None
-        self._binance = BinanceFrames(binance_venue, price_source=price_source)
+        self._binance = BinanceFrames(
+            binance_venue, price_source=price_source, haircuts=haircuts, account=account
+        )
         self._bybit = BybitTickers()
         self._okx = OkxMarkPrice()
         self._hyperliquid = HyperliquidFrames(price_source=price_source)

@@ -11,6 +11,14 @@ exchange order are dropped as stale, as live.
 
 Frames a parser refuses are counted by reason with their capture line numbers.
 
+Besides marks, a capture's frames may carry records (docs/collateral.md): Binance asset-index
+prices become ``collateral`` records (valued with ``haircuts``), and, with ``account`` naming
+the account of a user-data capture, ``ACCOUNT_UPDATE`` and ``ACCOUNT_CONFIG_UPDATE`` become its
+``account_update`` and ``asset_mode`` records. They are merged with the ticks like the records
+of ``--accounts``, at their own time. A tick that carries funding (Binance ``r``/``T``, Bybit
+``fundingRate``/``nextFundingTime``) reaches the engine as a tick record with its funding
+fields, which the engine settles when funding is on.
+
 Where the capture has receive times, the summary also reports the feed's health as the live
 run would have seen it: the gaps where a symbol had no mark for ``stale after`` (5 times the
 venue's expected interval, as ``liqmon run`` defaults to) and the clock skew (receive time
@@ -24,8 +32,9 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +42,7 @@ import structlog
 
 from alerts.sink import EventSink
 from feeds.captures import numbered_frames
+from feeds.collateral import HaircutTable
 from feeds.files import UnreadableFile, read_lines
 from feeds.frames import FrameParser
 from feeds.live import VENUES
@@ -43,8 +53,8 @@ from liqmon.replay import Pacer, Progress, _pace, record_kind
 from liqmon.summary import ReplayStats
 from monitor.engine import Engine
 from monitor.errors import RecordRefused, TickDropped
-from monitor.events import StateEvent
-from monitor.records import ContractRecord, Record
+from monitor.events import EngineEvent, StateEvent
+from monitor.records import ContractRecord, Record, TickRecord
 
 log = structlog.get_logger("liqmon.replay")
 
@@ -130,6 +140,11 @@ def _ticks(
             if mode == "local" and tick.receive_ts_ns is not None:
                 at = tick.receive_ts_ns // 1_000_000
             yield at, 1, number, tick
+        for record in parsed.records:
+            at = -1 if isinstance(record, ContractRecord) else record.ts
+            if mode == "local" and received is not None:
+                at = received // 1_000_000
+            yield at, 1, number, record
 
 
 def _records(path: Path, stats: ReplayStats) -> Iterator[_Item]:
@@ -141,6 +156,22 @@ def _records(path: Path, stats: ReplayStats) -> Iterator[_Item]:
             continue
         at = -1 if isinstance(record, ContractRecord) else record.ts
         yield at, 0, number, record
+
+
+def _apply_tick(engine: Engine, tick: MarkTick) -> Sequence[EngineEvent]:
+    """A venue tick to the engine; one that carries funding as a tick record with its funding
+    fields."""
+    if tick.funding_rate is None or tick.funding_ts is None:
+        return engine.apply_tick(tick.symbol, tick.mark, tick.mark_text, tick.exchange_ts_ms)
+    record = TickRecord(
+        tick.exchange_ts_ms,
+        tick.symbol,
+        tick.mark,
+        tick.mark_text,
+        Decimal(tick.funding_rate),
+        tick.funding_ts,
+    )
+    return engine.apply(record)
 
 
 async def replay_capture(
@@ -155,13 +186,17 @@ async def replay_capture(
     time_mode: TimeMode = "exchange",
     speed: float | None = None,
     progress: Progress | None = None,
+    haircuts: HaircutTable | None = None,
+    account: str | None = None,
 ) -> ReplayStats:
-    """Apply a capture (merged with ``accounts``); publish events to ``sink``."""
+    """Apply a capture (merged with ``accounts``); publish events to ``sink``. ``haircuts``
+    values Binance's asset index (default: Binance's table); ``account`` names the account of
+    the capture's Binance user-data events."""
     stats = ReplayStats(source=path, title=f"liqmon replay: {path} ({fmt} capture)")
     parser: FrameParser | TardisDerivativeTicker = (
         TardisDerivativeTicker()
         if fmt == "tardis"
-        else FrameParser(venue, price_source=price_source)
+        else FrameParser(venue, price_source=price_source, haircuts=haircuts, account=account)
     )
     interval = VENUES[venue].expected_interval_s if venue in VENUES else 1.0
     gaps = FeedGaps(round(STALE_MULTIPLE * interval * 1e9))
@@ -178,9 +213,7 @@ async def replay_capture(
             try:
                 if isinstance(item, MarkTick):
                     stats.records["tick"] += 1
-                    events = engine.apply_tick(
-                        item.symbol, item.mark, item.mark_text, item.exchange_ts_ms
-                    )
+                    events = _apply_tick(engine, item)
                     stats.ticks_applied += 1
                 else:
                     stats.records[record_kind(item)] += 1

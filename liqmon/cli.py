@@ -29,6 +29,7 @@ from alerts.sink import EventSink, FanOutSink
 from alerts.topics import ALERT_KINDS
 from feeds.brackets import BracketFileError, load_brackets
 from feeds.captures import FORMATS, UnknownFormat, detect_format
+from feeds.collateral import load_haircuts
 from feeds.files import UnreadableFile
 from feeds.frames import VENUES
 from feeds.live import FeedFailed, FeedSpec
@@ -204,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("exchange", "local"),
         default="exchange",
         help="order and pace ticks by exchange or by local receive time",
+    )
+    capture.add_argument(
+        "--haircuts",
+        metavar="FILE",
+        help="collateral value ratios for Binance's asset index (TOML, see docs/collateral.md; "
+        "default: Binance's published table)",
+    )
+    capture.add_argument(
+        "--account",
+        metavar="NAME",
+        help="the account of the Binance user-data events (ACCOUNT_UPDATE, "
+        "ACCOUNT_CONFIG_UPDATE) in the capture",
     )
     add_mqtt_options(replay, publishing=True)
 
@@ -569,6 +582,7 @@ async def _replay(
             "--accounts merges account records into an exchange-native capture; "
             f"{args.file} already is normalized records"
         )
+    haircuts = load_haircuts(args.haircuts) if args.haircuts else None
     async with asyncio.TaskGroup() as tasks:
         responder: asyncio.Task[None] | None = None
         if mqtt is not None:
@@ -594,6 +608,8 @@ async def _replay(
                     time_mode=args.time,
                     speed=args.speed,
                     progress=progress_for(),
+                    haircuts=haircuts,
+                    account=args.account,
                 )
         finally:
             await sink.close()

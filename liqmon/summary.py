@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 FIRST_LINES_KEPT = 5
 
@@ -29,7 +30,8 @@ class ReplayStats:
     failure: str | None = None
     funding: dict[str, dict[str, str]] = field(default_factory=dict)
     """With funding on: per margin asset, what positions ``paid`` and ``received`` (exact
-    decimal text)."""
+    decimal text, both >= 0); the summary JSON's ``funding`` is their net per asset (received
+    minus paid: what funding booked to the wallets), ``funding_flows`` the two."""
 
     def reject(self, reason: str, line: int) -> None:
         self.rejected[reason] += 1
@@ -56,7 +58,11 @@ class ReplayStats:
             "notes": self.notes,
             "elapsed_s": round(self.elapsed, 6),
             "failure": self.failure,
-            "funding": self.funding,
+            "funding": {
+                asset: float(Decimal(flows["received"]) - Decimal(flows["paid"]))
+                for asset, flows in self.funding.items()
+            },
+            "funding_flows": self.funding,
         }
 
 
@@ -86,7 +92,11 @@ def render(stats: ReplayStats) -> str:
     events = sum(stats.events.values())
     lines.append(f"  events      {events:,}" + (f" ({_counts(stats.events)})" if events else ""))
     for asset, flows in sorted(stats.funding.items()):
-        lines.append(f"  funding     {asset}: paid {flows['paid']}, received {flows['received']}")
+        net = Decimal(flows["received"]) - Decimal(flows["paid"])
+        lines.append(
+            f"  funding     {asset}: {net:+f} net (paid {flows['paid']}, "
+            f"received {flows['received']})"
+        )
     lines.extend(f"  {note}" for note in stats.notes)
     lines.extend(f"  warning     {warning}" for warning in stats.warnings)
     rate = stats.lines / stats.elapsed if stats.elapsed > 0 else 0.0

@@ -177,7 +177,7 @@ def settle_funding(engine: Engine, sid: int, ts: int) -> list[int]:
             aid = book.entities.v_account[entity]
             balance = book.balance_row(aid, book.margin_asset[sid], create=True)
             book.set_balance(balance, UNBOUNDED.subtract(book.balance_wallet(balance), pay))
-        rows.v_funding[row] += float(pay)
+        rows.v_funding[row] -= float(pay)  # booked: negative when paid
         if entity not in touched:
             touched.append(entity)
     return touched

@@ -211,3 +211,235 @@ def test_an_unrecognised_file_exits_1_naming_the_problem(tmp_path: Path) -> None
     )
     assert result.returncode == 1
     assert "odd.txt" in result.stderr
+
+
+# --- multi-asset collateral and funding (docs/collateral.md) ----------------------------------
+
+DOCS = ROOT / "tests" / "data" / "binance_docs"
+VARIANTS = CAPTURES / "binance_markprice_real_message_variants.jsonl"
+
+
+def _doc_frames() -> list[str]:
+    """Real frames: a 2021 USDⓈ-M mark (with ``r``/``T``) and Binance's documented asset index,
+    ACCOUNT_CONFIG_UPDATE (leverage, then multi-assets) and ACCOUNT_UPDATE examples."""
+    mark = json.loads(VARIANTS.read_text().splitlines()[4])["frame"]
+    config = (DOCS / "account_config_update_examples.jsonl").read_text().splitlines()
+    return [
+        json.dumps(mark),
+        json.dumps(
+            {
+                "stream": "!assetIndex@arr",
+                "data": json.loads((DOCS / "asset_index_stream_example.json").read_text()),
+            }
+        ),
+        *config,
+        json.dumps(json.loads((DOCS / "account_update_usdm_example.json").read_text())),
+    ]
+
+
+@pytest.mark.parametrize("time_mode", ["exchange", "local"])
+def test_capture_frames_give_their_records_and_funded_ticks(tmp_path: Path, time_mode: str) -> None:
+    """A prefixed capture of those frames, read by the capture replay: the mark is a tick with
+    its funding; the asset index gives two collateral records; the user-data frames give the
+    named account's asset_mode and account_update (the leverage change nothing); each at its
+    exchange time, or at its receive time with ``--time local``."""
+    from feeds.frames import FrameParser
+    from liqmon.capture_replay import FeedGaps, _ticks
+    from liqmon.summary import ReplayStats
+    from monitor.records import AccountUpdateRecord, AssetModeRecord, CollateralRecord
+
+    capture = tmp_path / "capture.jsonl"
+    received = [1_700_000_000_000_000_000 + i * 1_000_000 for i in range(5)]
+    capture.write_text(
+        "".join(f"{ns} {frame}\n" for ns, frame in zip(received, _doc_frames(), strict=True))
+    )
+    stats = ReplayStats()
+    items = list(
+        _ticks(capture, "prefixed", FrameParser(account="acc"), time_mode, stats, FeedGaps(10**9))  # type: ignore[arg-type]
+    )
+    assert stats.rejected == {}
+    kinds = [(type(item).__name__, line) for _, _, line, item in items]
+    assert kinds == [
+        ("MarkTick", 1),
+        ("CollateralRecord", 2),
+        ("CollateralRecord", 2),
+        ("AssetModeRecord", 4),
+        ("AccountUpdateRecord", 5),
+    ]
+    tick = items[0][3]
+    assert (tick.funding_rate, tick.funding_ts) == ("0.00058455", 1617321600000)  # type: ignore[union-attr]
+    assert [i[3].asset for i in items[1:3]] == ["ADA", "USDT"]  # type: ignore[union-attr]
+    assert isinstance(items[1][3], CollateralRecord)
+    assert items[3][3] == AssetModeRecord(1611646737479, "acc", True)
+    assert isinstance(items[4][3], AccountUpdateRecord)
+    assert len(items[4][3].balances) == 2
+    exchange = [1617308820003, 1686749230000, 1686749230000, 1611646737479, 1564745798939]
+    local = [received[i] // 1_000_000 for i in (0, 1, 1, 3, 4)]
+    assert [at for at, *_ in items] == (exchange if time_mode == "exchange" else local)
+
+
+def _pool_story() -> tuple[list[str], list[str]]:
+    """A Binance USDⓈ-M capture (frames in the documented shapes) of one multi-assets account
+    and its records as normalized lines, written side by side from the same facts."""
+    frames: list[str] = []
+    lines: list[str] = []
+
+    def index(ts: int, prices: dict[str, str]) -> None:
+        items = [
+            {"e": "assetIndexUpdate", "E": ts, "s": f"{a}USD", "i": p} for a, p in prices.items()
+        ]
+        frames.append(json.dumps({"stream": "!assetIndex@arr", "data": items}))
+        haircut = {"BTC": "0.05", "USDT": "0.0001"}
+        lines.extend(
+            json.dumps(
+                {"type": "collateral", "ts": ts, "asset": a, "price": p, "haircut": haircut[a]}
+            )
+            for a, p in prices.items()
+        )
+
+    def mark(ts: int, price: str, rate: str, due: int) -> None:
+        event = {
+            "e": "markPriceUpdate",
+            "E": ts,
+            "s": "BTCUSDT",
+            "p": price,
+            "P": price,
+            "i": price,
+            "r": rate,
+            "T": due,
+        }
+        frames.append(json.dumps({"stream": "btcusdt@markPrice@1s", "data": event}))
+        lines.append(
+            json.dumps(
+                {
+                    "type": "tick",
+                    "ts": ts,
+                    "symbol": "BTCUSDT",
+                    "mark": price,
+                    "funding_rate": rate,
+                    "funding_ts": due,
+                }
+            )
+        )
+
+    frames.append(
+        json.dumps({"e": "ACCOUNT_CONFIG_UPDATE", "E": 1000, "T": 999, "ai": {"j": True}})
+    )
+    lines.append(
+        json.dumps({"type": "asset_mode", "ts": 1000, "account": "acc", "multi_assets": True})
+    )
+    index(1000, {"BTC": "60000", "USDT": "1"})
+    frames.append(
+        json.dumps(
+            {
+                "e": "ACCOUNT_UPDATE",
+                "E": 2000,
+                "T": 1999,
+                "a": {
+                    "m": "ORDER",
+                    "B": [
+                        {"a": "USDT", "wb": "-55000", "cw": "-55000", "bc": "0"},
+                        {"a": "BTC", "wb": "1", "cw": "1", "bc": "0"},
+                    ],
+                    "P": [
+                        {
+                            "s": "BTCUSDT",
+                            "pa": "1",
+                            "ep": "60000",
+                            "cr": "0",
+                            "up": "0",
+                            "mt": "cross",
+                            "iw": "0",
+                            "ps": "BOTH",
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    lines.append(
+        json.dumps(
+            {
+                "type": "account_update",
+                "ts": 2000,
+                "account": "acc",
+                "balances": [
+                    {"asset": "USDT", "wallet": "-55000"},
+                    {"asset": "BTC", "wallet": "1"},
+                ],
+                "positions": [
+                    {
+                        "symbol": "BTCUSDT",
+                        "side": "both",
+                        "mode": "cross",
+                        "qty": "1",
+                        "entry": "60000",
+                        "leverage": "0",
+                    }
+                ],
+            }
+        )
+    )
+    mark(3000, "59000", "0.0001", 10000)
+    index(4000, {"BTC": "59500"})
+    mark(5000, "58900", "0.0002", 10000)
+    mark(10000, "58800", "0.0003", 20000)
+    index(12000, {"BTC": "59000"})
+    return frames, lines
+
+
+def test_a_pool_capture_replays_like_its_normalized_records(tmp_path: Path) -> None:
+    """``liqmon replay CAPTURE --accounts --account acc --funding``: the capture of a pool backed
+    by 1 BTC and −55,000 USDT (its BTCUSDT long marked down, BTC's index moving, funding due at
+    10,000) gives the oracle's events for the same facts as normalized records — a warning at
+    10,000 once the funding of 1 · 58,800 · 0.0002 = 11.76 is booked (MB 313.24, MM 244), then
+    a liquidation with shortfall 161.76 when BTC's index falls to 59,000."""
+    from tests.oracle import Oracle
+    from tests.test_oracle_collateral_agreement import first_difference
+
+    frames, lines = _pool_story()
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text("\n".join(frames) + "\n")
+    contract = _contract("BTCUSDT")
+    events, summary = _replay(
+        tmp_path, capture, [contract], "--account", "acc", "--funding", "--venue", "binance-usdm"
+    )
+    assert summary["rejected"] == {}
+    oracle = Oracle(funding=True)
+    want = [e for line in [contract, *lines] for e in oracle.apply_line(line).events]
+    assert [(e["event"], e["ts"]) for e in want] == [
+        ("margin_warning", 10000),
+        ("liquidation", 12000),
+    ]
+    assert want[0]["margin_balance"] == pytest.approx(313.24, rel=1e-12)
+    assert want[1]["shortfall"] == pytest.approx(161.76, rel=1e-12)
+    diff = first_difference(events, want)
+    assert diff is None, diff
+
+
+def test_the_pool_story_frames_parse_to_its_normalized_records() -> None:
+    """The two sides of the story above agree record for record (so that the replay test can
+    only fail on the replay): every frame's records and ticks are the normalized lines'."""
+    from feeds.frames import FrameParser
+    from feeds.normalized import parse_line
+    from monitor.records import TickRecord
+
+    frames, lines = _pool_story()
+    parser = FrameParser("binance-usdm", account="acc")
+    got = []
+    for frame in frames:
+        parsed = parser.parse(frame, None)
+        assert parsed.rejects == ()
+        got.extend(parsed.records)
+        got.extend(
+            TickRecord(
+                t.exchange_ts_ms,
+                t.symbol,
+                t.mark,
+                t.mark_text,
+                None if t.funding_rate is None else Decimal(t.funding_rate),
+                t.funding_ts,
+            )
+            for t in parsed.ticks
+        )
+    assert got == [parse_line(line) for line in lines]

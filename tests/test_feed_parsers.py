@@ -68,14 +68,25 @@ def _parse_all(parse: Any, frames: Any) -> tuple[list[MarkTick], Counter[str], i
 # --- Binance -------------------------------------------------------------------------------
 
 
+def _funding(event: dict[str, Any]) -> tuple[str | None, int | None]:
+    """An event's funding as docs/collateral.md reads it: ``r`` and ``T`` when the contract
+    has funding (dated contracts send neither, or ``T`` 0)."""
+    if "r" not in event or not event.get("T"):
+        return None, None
+    return event["r"], event["T"]
+
+
 @pytest.mark.parametrize("variant", _variants(), ids=lambda v: v["era"])
 def test_every_binance_field_era_gives_its_marks(variant: dict[str, Any]) -> None:
     """Each real frame of every era 2019–2021 (wrapped, @1s, dated, COIN-M, arrays) gives one
-    tick per event: the symbol as sent, the mark's exact text, and ``E`` as exchange time."""
+    tick per event: the symbol as sent, the mark's exact text, ``E`` as exchange time, and the
+    funding rate ``r`` and next funding time ``T`` of perpetuals (none for dated contracts)."""
     venue = COINM if variant["era"] in COINM_ERAS else USDM
     parsed = BinanceFrames(venue).parse(orjson.dumps(variant["frame"]), RECEIVED)
     expected = [
-        MarkTick(venue, event["s"], float(event["p"]), event["p"], event["E"], RECEIVED)
+        MarkTick(
+            venue, event["s"], float(event["p"]), event["p"], event["E"], RECEIVED, *_funding(event)
+        )
         for event in _events(variant["frame"])
     ]
     assert parsed == Parsed(tuple(expected))
@@ -291,10 +302,20 @@ def test_every_real_bybit_message_parses() -> None:
 
 def test_bybit_first_tick_is_the_btc_snapshot() -> None:
     """Spot check: the first message, the BTCUSDT snapshot, gives mark 65117.44 at
-    1786310817583 ms, received at 1786310819.526357 s."""
+    1786310817583 ms, received at 1786310819.526357 s, with its funding rate 0.0001 due at
+    1786320000000 ms."""
     receive, raw = next(iter(read_frames(BYBIT)))
     assert BybitTickers().parse(raw, receive).ticks == (
-        MarkTick("bybit", "BTCUSDT", 65117.44, "65117.44", 1786310817583, 1786310819526357000),
+        MarkTick(
+            "bybit",
+            "BTCUSDT",
+            65117.44,
+            "65117.44",
+            1786310817583,
+            1786310819526357000,
+            "0.0001",
+            1786320000000,
+        ),
     )
 
 

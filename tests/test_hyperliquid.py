@@ -17,6 +17,7 @@ from feeds.frames import FrameParser
 from feeds.hyperliquid import HyperliquidFrames
 from feeds.hyperliquid_state import parse_meta, parse_state, snapshot
 from feeds.live import FeedSpec, classify, subscription
+from feeds.ticks import NOTHING
 from monitor.errors import ConfigError, MalformedRecord
 
 DATA = Path(__file__).parent / "data" / "hyperliquid"
@@ -47,7 +48,8 @@ def test_recorded_trades_frame_gives_its_trade_at_trade_time() -> None:
     marks; its receive time stays apart."""
     trade = HyperliquidFrames(price_source="trade").parse(TRADES, RECEIVED)
     assert trade.rejects == ()
-    ((venue, symbol, mark, text, ts, received),) = trade.ticks
+    ((venue, symbol, mark, text, ts, received, *funding),) = trade.ticks
+    assert funding == [None, None]
     assert (venue, symbol, mark, text, ts, received) == (
         "hyperliquid",
         "HYPE",
@@ -56,7 +58,7 @@ def test_recorded_trades_frame_gives_its_trade_at_trade_time() -> None:
         1764835613064,
         RECEIVED,
     )
-    assert HyperliquidFrames().parse(TRADES, RECEIVED) == ((), ())
+    assert HyperliquidFrames().parse(TRADES, RECEIVED) == NOTHING
 
 
 def test_active_asset_ctx_mark_at_receive_time_else_at_the_stream_clock() -> None:
@@ -80,10 +82,10 @@ def test_all_dexs_asset_ctxs_are_named_by_the_meta_replies_on_the_stream() -> No
     no tick, no reject); after the ``post`` replies with both dexes' meta (the docs' examples)
     every context is a tick named by its universe index, HIP-3 ones with their dex prefix."""
     parser = FrameParser("hyperliquid")
-    assert parser.parse(_all_dexs(), RECEIVED) == ((), ())
+    assert parser.parse(_all_dexs(), RECEIVED) == NOTHING
     assert parser.hyperliquid.unnamed == {"": 3, "xyz": 3}
     for meta in (FIRST_DEX, XYZ):
-        assert parser.parse(_post_meta(meta[0]), RECEIVED) == ((), ())
+        assert parser.parse(_post_meta(meta[0]), RECEIVED) == NOTHING
     parsed = parser.parse(_all_dexs(), RECEIVED)
     assert parsed.rejects == ()
     assert [(t.symbol, t.mark_text) for t in parsed.ticks] == [
@@ -118,7 +120,7 @@ def test_all_mids_only_with_price_source_mid_and_only_perps() -> None:
     parsed = HyperliquidFrames(price_source="mid").parse(frame, RECEIVED)
     assert parsed.rejects == ()
     assert {t.symbol: t.mark_text for t in parsed.ticks} == MIDS
-    assert HyperliquidFrames().parse(frame, RECEIVED) == ((), ())
+    assert HyperliquidFrames().parse(frame, RECEIVED) == NOTHING
 
 
 @pytest.mark.parametrize(
@@ -152,7 +154,7 @@ def test_chatter_is_quiet_and_frames_route_to_hyperliquid_by_shape() -> None:
         b'{"channel":"l2Book","data":{"coin":"SHIA","time":1730160007687,"levels":[[],[]]}}',
         b'{"channel":"activeSpotAssetCtx","data":{"coin":"@2","ctx":{"markPx":"0.1"}}}',
     ):
-        assert HyperliquidFrames().parse(raw, RECEIVED) == ((), ())
+        assert HyperliquidFrames().parse(raw, RECEIVED) == NOTHING
     assert FrameParser(None, price_source="trade").parse(TRADES, RECEIVED).ticks[0].symbol == "HYPE"
     with pytest.raises(ConfigError):
         HyperliquidFrames(price_source="last")

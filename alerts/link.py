@@ -39,7 +39,7 @@ from paho.mqtt.properties import Properties
 from alerts.encoding import CONTENT_TYPE
 from alerts.mqtt_settings import MqttSettings, aiomqtt_client
 from feeds.backoff import MQTT_BACKOFF, reconnect_delay
-from feeds.mqtt_input import Received
+from feeds.mqtt_input import NotAnObject, Received, json_body
 from monitor.errors import LiqmonError
 
 log = structlog.get_logger("liqmon.link")
@@ -72,15 +72,10 @@ def _properties(
 def _decode(message: aiomqtt.Message) -> Received | None:
     payload = message.payload
     data = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
-    body = None
-    if data:
-        try:
-            decoded = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            decoded = None
-        if not isinstance(decoded, dict):
-            return None
-        body = decoded
+    try:
+        body = json_body(data)
+    except NotAnObject:
+        return None
     props = message.properties
     response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
     correlation = getattr(props, "CorrelationData", None) if props is not None else None

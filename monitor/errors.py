@@ -50,3 +50,9 @@ class RecordRejected(RecordRefused):
 
 class TickDropped(RecordRefused):
     """A well-formed tick that the rules say to ignore (stale, or for a symbol with no contract)."""
+
+
+class BrokerError(LiqmonError):
+    """The MQTT broker cannot be reached, refused a connection or a subscription, or the
+    connection was lost (``aiomqtt.MqttError`` and paho's socket errors, translated where they
+    enter liqmon)."""

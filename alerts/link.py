@@ -39,17 +39,14 @@ from paho.mqtt.properties import Properties
 from alerts.encoding import CONTENT_TYPE
 from alerts.mqtt_settings import MqttSettings, aiomqtt_client
 from feeds.backoff import MQTT_BACKOFF, reconnect_delay
-from feeds.mqtt_input import NotAnObject, Received, json_body
-from monitor.errors import LiqmonError
+from feeds.mqtt_input import Received, json_body
+from monitor.errors import LinkDown as LinkDown
+from monitor.errors import MalformedRecord
 
 log = structlog.get_logger("liqmon.link")
 
 SYNC_TIMEOUT_S = 600.0
 """The marker's acknowledgement may queue behind every retained message of the filters."""
-
-
-class LinkDown(LiqmonError):
-    """The link has no connection to the broker at the moment (it is reconnecting)."""
 
 
 def _properties(
@@ -74,7 +71,7 @@ def _decode(message: aiomqtt.Message) -> Received | None:
     data = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
     try:
         body = json_body(data)
-    except NotAnObject:
+    except MalformedRecord:
         return None
     props = message.properties
     response_topic = getattr(props, "ResponseTopic", None) if props is not None else None

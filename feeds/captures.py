@@ -33,8 +33,9 @@ from pathlib import Path
 
 import orjson
 
-from feeds.files import UnreadableFile, chunks, numbered_lines
+from feeds.files import chunks, numbered_lines
 from feeds.ticks import MAX_FRAME_BYTES
+from monitor.errors import UnknownFormat as UnknownFormat
 
 FORMATS = ("prefixed", "wrapped", "raw", "tardis", "normalized")
 SAMPLE_LINES = 8
@@ -60,10 +61,6 @@ _NS_PER_S = Decimal(1_000_000_000)
 
 Frame = tuple[int | None, bytes]
 """``(receive_ts_ns | None, raw frame)``: the frame's exact bytes (UTF-8 text for JSON frames)."""
-
-
-class UnknownFormat(UnreadableFile):
-    """The file is readable but holds none of the capture formats (nor normalized records)."""
 
 
 def capture_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:

@@ -36,11 +36,10 @@ State transitions are logged (structlog, ``liqmon.feed``), one line each — nev
 :class:`FeedStats` counts frames and reconnects and holds the connection state and the latest
 exchange-vs-local clock skew.
 
-Errors (extending the tree in :mod:`monitor.errors`)::
-
-    LiqmonError
-    └── FeedFailed      the feed cannot go on: a non-retryable error (HTTP 4xx on the handshake,
-                        a bad URL, a certificate that does not verify)
+Errors (in :mod:`monitor.errors`): :class:`~monitor.errors.FeedFailed`, the feed cannot go on:
+a non-retryable error (HTTP 4xx on the handshake, a bad URL, a certificate that does not
+verify). Retryable ones (network errors, lost connections, HTTP 429 and 5xx) never leave
+:func:`frames`: they are counted and the connection is made again.
 
 Use it with :func:`contextlib.aclosing` so the connection is closed when the consumer stops::
 
@@ -76,16 +75,12 @@ from websockets.frames import CloseCode
 
 from feeds.backoff import FEED_BACKOFF, ReconnectPolicy, reconnect_delay
 from feeds.ticks import MAX_FRAME_BYTES
-from monitor.errors import LiqmonError
+from monitor.errors import FeedFailed as FeedFailed
 
 log = structlog.get_logger("liqmon.feed")
 
 Venue = Literal["binance-usdm", "binance-coinm", "bybit", "okx", "hyperliquid"]
 ConnectionState = Literal["idle", "connecting", "connected", "reconnecting", "failed", "closed"]
-
-
-class FeedFailed(LiqmonError):
-    """The feed cannot continue: the venue refused it in a way retrying will not fix."""
 
 
 # --- venues -------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.mqtt_settings import NO_DELAY, MqttSettings, tls_context_for
 from feeds.backoff import MQTT_BACKOFF, reconnect_delay
-from monitor.errors import BrokerError
+from monitor.errors import BrokerError, MalformedRecord
 
 log = structlog.get_logger("liqmon.mqtt")
 
@@ -80,20 +80,17 @@ class Received:
     correlation_data: bytes | None = None
 
 
-class NotAnObject(ValueError):
-    """A payload that is not empty and not a JSON object."""
-
-
 def json_body(data: bytes) -> dict[str, Any] | None:
-    """The JSON object of a payload, ``None`` for an empty one; :class:`NotAnObject` else."""
+    """The JSON object of a payload, ``None`` for an empty one; a
+    :class:`~monitor.errors.MalformedRecord` (``invalid_json``, ``not_an_object``) else."""
     if not data:
         return None
     try:
         decoded = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise NotAnObject("not JSON") from None
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRecord("invalid_json", str(exc)[:120]) from None
     if not isinstance(decoded, dict):
-        raise NotAnObject(f"a JSON {type(decoded).__name__}, not an object")
+        raise MalformedRecord("not_an_object", f"a JSON {type(decoded).__name__}")
     return decoded
 
 
@@ -186,7 +183,7 @@ def _received(message: paho.MQTTMessage, raw: bool) -> Received | None:
     if not raw:
         try:
             body = json_body(data)
-        except NotAnObject:
+        except MalformedRecord:
             return None
     props = getattr(message, "properties", None)
     response_topic = getattr(props, "ResponseTopic", None) if props is not None else None

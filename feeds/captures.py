@@ -34,6 +34,7 @@ from pathlib import Path
 import orjson
 
 from feeds.files import chunks, numbered_lines
+from feeds.normalized import RECORD_TYPES
 from feeds.ticks import MAX_FRAME_BYTES
 from monitor.errors import UnknownFormat as UnknownFormat
 
@@ -44,19 +45,6 @@ MAX_LINE_BYTES = 2 * MAX_FRAME_BYTES + 4096
 
 _PREFIX = re.compile(rb"(\d{1,19}) ")
 _PREFIXED_LINE = re.compile(rb"\d{1,19} (?:[\[{]|pong)")  # what detection takes as prefixed
-_NORMALIZED_TYPES = frozenset(
-    {
-        "contract",
-        "balance",
-        "position",
-        "margin",
-        "tick",
-        "account_snapshot",
-        "account_update",
-        "asset_mode",
-        "collateral",
-    }
-)
 _NS_PER_S = Decimal(1_000_000_000)
 
 Frame = tuple[int | None, bytes]
@@ -82,7 +70,7 @@ def line_format(line: bytes) -> str | None:
     if type(obj) is dict:
         if "raw" in obj and "local_ts" in obj:
             return "wrapped"
-        if obj.get("type") in _NORMALIZED_TYPES:
+        if obj.get("type") in RECORD_TYPES:
             return "normalized"
         return "raw"
     return "raw" if type(obj) is list else None

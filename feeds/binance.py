@@ -78,14 +78,16 @@ _COINM_SYMBOL = re.compile(r"[A-Z0-9]+USD_(?:PERP|\d{6})", re.ASCII)
 _USDM_DATED = re.compile(r"[A-Z0-9]+(?:USDT|USDC|BUSD)_\d{6}", re.ASCII)
 
 
-def _account_update_with_floats(obj: object) -> bool:
-    """Whether a decoded frame is an ``ACCOUNT_UPDATE`` (bare or wrapped) holding a JSON
-    number the fast decoder read as a double (a cheap no for every other frame)."""
-    if type(obj) is not dict:
-        return False
-    if "data" in obj and "stream" in obj:
-        obj = obj["data"]
-    return type(obj) is dict and obj.get("e") == "ACCOUNT_UPDATE" and holds_float(obj)
+def exact_user_data(obj: object, raw: str | bytes) -> object:
+    """``obj``, the decoded ``raw``, or when it is an ``ACCOUNT_UPDATE`` (bare or wrapped)
+    holding a JSON number the fast decoder read as a double, ``raw`` decoded again with every
+    number exact (a cheap no for every other frame)."""
+    event = obj
+    if type(event) is dict and "data" in event and "stream" in event:
+        event = event["data"]
+    if type(event) is dict and event.get("e") == "ACCOUNT_UPDATE" and holds_float(event):
+        return exact_json(raw)
+    return obj
 
 
 def venue_of_symbol(symbol: str) -> str:
@@ -150,9 +152,7 @@ class BinanceFrames:
     def parse(self, raw: str | bytes, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one raw frame, or why it has none."""
         try:
-            obj = decode_frame(raw)
-            if _account_update_with_floats(obj):
-                obj = exact_json(raw)  # its decimals from their text, not from doubles
+            obj = exact_user_data(decode_frame(raw), raw)
         except MalformedRecord as exc:
             return refused(exc)
         return self.message(obj, receive_ts_ns)

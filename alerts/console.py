@@ -19,7 +19,10 @@ _COLOURS = {
     "margin_warning": "\033[33m",  # yellow
     "margin_recovered": "\033[32m",  # green
     "liquidation": "\033[1;31m",  # bold red
+    "feed_stale": "\033[35m",  # magenta
+    "feed_recovered": "\033[36m",  # cyan
 }
+FEED_KINDS = ("feed_stale", "feed_recovered")
 
 
 def format_time(ts_ms: int) -> str:
@@ -64,9 +67,23 @@ def _positions(p: Mapping[str, Any]) -> str:
     )
 
 
+def render_feed_payload(p: Mapping[str, Any]) -> str:
+    """A ``feed_stale`` or ``feed_recovered`` payload (``docs/alerts.md``) in one line: it
+    names a venue and a symbol, not an entity."""
+    head = f"{format_time(p['ts'])}  {p['venue']} {p['symbol']}"
+    seconds = p["stale_ms"] / 1000
+    if p["event"] == "feed_stale":
+        last = p.get("last_mark")
+        mark = "no mark yet" if last is None else f"last mark {_price(last)}"
+        return f"{head}  FEED STALE  no mark for {seconds:,.1f} s, {mark}"
+    return f"{head}  FEED RECOVERED  after {seconds:,.1f} s, mark {_price(p.get('mark'))}"
+
+
 def render_payload(p: Mapping[str, Any]) -> str:
-    """An alert payload (``docs/alerts.md``) for a human: a headline, plus a positions line for
-    warnings and liquidations."""
+    """An event payload (``docs/alerts.md``) for a human: a headline, plus a positions line for
+    warnings and liquidations; a feed event is one line of its own (:func:`render_feed_payload`)."""
+    if p.get("event") in FEED_KINDS:
+        return render_feed_payload(p)
     head = f"{format_time(p['ts'])}  {_label(p)}"
     asset = p["asset"]
     margins = f"MB {_num(p['margin_balance'])} MM {_num(p['maintenance_margin'])} {asset}"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from alerts.topics import ALERT_KINDS
 from monitor.events import AlertEvent, EngineEvent, StateEvent, to_payload
 
 _RESET = "\033[0m"
@@ -20,9 +21,7 @@ _COLOURS = {
     "margin_recovered": "\033[32m",  # green
     "liquidation": "\033[1;31m",  # bold red
     "feed_stale": "\033[35m",  # magenta
-    "feed_recovered": "\033[36m",  # cyan
 }
-FEED_KINDS = ("feed_stale", "feed_recovered")
 
 
 def format_time(ts_ms: int) -> str:
@@ -67,23 +66,30 @@ def _positions(p: Mapping[str, Any]) -> str:
     )
 
 
-def render_feed_payload(p: Mapping[str, Any]) -> str:
-    """A ``feed_stale`` or ``feed_recovered`` payload (``docs/alerts.md``) in one line: it
-    names a venue and a symbol, not an entity."""
-    head = f"{format_time(p['ts'])}  {p['venue']} {p['symbol']}"
-    seconds = p["stale_ms"] / 1000
-    if p["event"] == "feed_stale":
-        last = p.get("last_mark")
-        mark = "no mark yet" if last is None else f"last mark {_price(last)}"
-        return f"{head}  FEED STALE  no mark for {seconds:,.1f} s, {mark}"
-    return f"{head}  FEED RECOVERED  after {seconds:,.1f} s, mark {_price(p.get('mark'))}"
+def render_notice(p: Mapping[str, Any]) -> str:
+    """A feed health event (``docs/alerts.md``) in one line: it names a venue and a symbol, not
+    an entity."""
+    head = format_time(p["ts"])
+    kind = p["event"]
+    if kind == "feed_stale":
+        return (
+            f"{head}  FEED STALE  {p['venue']} {p['symbol']}: no mark for "
+            f"{p['stale_ms'] / 1000:g} s (last {_price(p.get('last_mark'))})"
+        )
+    if kind == "feed_recovered":
+        return (
+            f"{head}  FEED RECOVERED  {p['venue']} {p['symbol']} after "
+            f"{p['stale_ms'] / 1000:g} s at {_price(p.get('mark'))}"
+        )
+    return f"{head}  {str(kind).upper()}"
 
 
 def render_payload(p: Mapping[str, Any]) -> str:
-    """An event payload (``docs/alerts.md``) for a human: a headline, plus a positions line for
-    warnings and liquidations; a feed event is one line of its own (:func:`render_feed_payload`)."""
-    if p.get("event") in FEED_KINDS:
-        return render_feed_payload(p)
+    """An event payload (``docs/alerts.md``) for a human: for an alert a headline, plus a
+    positions line for warnings and liquidations; a feed health event in one line
+    (:func:`render_notice`)."""
+    if p["event"] not in ALERT_KINDS:
+        return render_notice(p)
     head = f"{format_time(p['ts'])}  {_label(p)}"
     asset = p["asset"]
     margins = f"MB {_num(p['margin_balance'])} MM {_num(p['maintenance_margin'])} {asset}"

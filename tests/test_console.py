@@ -237,14 +237,12 @@ def test_feed_events_render_as_one_line_naming_venue_and_symbol() -> None:
     """``feed_stale`` and ``feed_recovered`` payloads have no entity (no ``scope``): they render
     as one line with the venue, the symbol, how long the silence lasted and the mark, instead
     of failing on the missing entity fields (``liqmon tail`` used to stop with KeyError)."""
-    stale = render_payload(STALL.to_payload())
-    assert stale == (
-        "2021-11-15 18:13:32.000Z  binance-usdm XRPUSDT  FEED STALE  no mark for 12.0 s, "
-        "last mark 1.20932"
+    assert render_payload(STALL.to_payload()) == (
+        "2021-11-15 18:13:32.000Z  FEED STALE  binance-usdm XRPUSDT: no mark for 12 s "
+        "(last 1.20932)"
     )
-    back = render_payload(BACK.to_payload())
-    assert back == (
-        "2021-11-15 18:13:35.500Z  binance-usdm XRPUSDT  FEED RECOVERED  after 15.5 s, mark 1.1655"
+    assert render_payload(BACK.to_payload()) == (
+        "2021-11-15 18:13:35.500Z  FEED RECOVERED  binance-usdm XRPUSDT after 15.5 s at 1.1655"
     )
     never = render_payload({**STALL.to_payload(), "last_mark": None, "last_mark_ts": None})
-    assert never.endswith("no mark for 12.0 s, no mark yet")
+    assert never.endswith("no mark for 12 s (last —)")

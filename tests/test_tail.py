@@ -82,13 +82,11 @@ async def test_tail_prints_feed_events_alerts_states_and_survives_foreign_messag
         with pytest.raises(asyncio.CancelledError):
             await task
     lines = out.getvalue().splitlines()[1:]
-    assert lines[0].endswith(
-        "binance-usdm XRPUSDT  FEED STALE  no mark for 12.0 s, last mark 1.20932"
-    )
+    assert lines[0].endswith("FEED STALE  binance-usdm XRPUSDT: no mark for 12 s (last 1.20932)")
     assert lines[1].startswith("[unreadable] liqmon/v1/events/margin_warning/alice/cross/USDT")
     assert "alice cross USDT  WARNING  level 0.7  ratio 71.0%" in lines[2]
     assert "state: level 0.7" in lines[3]
-    assert lines[4].endswith("FEED RECOVERED  after 15.5 s, mark 1.1655")
+    assert lines[4].endswith("FEED RECOVERED  binance-usdm XRPUSDT after 15.5 s at 1.1655")
     assert lines[5] == "[status] svc: online (liqmon 1)"
     assert lines[6] == "[state cleared] liqmon/v1/state/alice/cross/USDT"
     assert len(lines) == 7  # the second copy of the alert was dropped by id

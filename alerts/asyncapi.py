@@ -318,8 +318,8 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
         "``{stream, data}`` wrapper), forwarded as received. An ``ACCOUNT_UPDATE`` lists only "
         "changed balances and positions: liqmon merges them into the account. An "
         "``ACCOUNT_CONFIG_UPDATE`` with ``ai`` sets its Multi-Assets Mode. The other user-data "
-        "events change nothing and are refused as ``ignored_event``. JSON numbers are read "
-        "exactly from their text.",
+        "events change nothing (acknowledged, no reject). JSON numbers are read exactly from "
+        "their text.",
         "parameters": _params("binance_account"),
         "messages": {
             "accountUpdate": {"$ref": "#/components/messages/AccountUpdateIn"},

@@ -12,8 +12,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from alerts.sink import OutputEvent
 from alerts.topics import ALERT_KINDS
-from monitor.events import AlertEvent, EngineEvent, StateEvent, to_payload
+from feeds.health import FeedEvent
+from monitor.events import AlertEvent, StateEvent, to_payload
+from monitor.notices import Notice
 
 _RESET = "\033[0m"
 _COLOURS = {
@@ -21,6 +24,7 @@ _COLOURS = {
     "margin_recovered": "\033[32m",  # green
     "liquidation": "\033[1;31m",  # bold red
     "feed_stale": "\033[35m",  # magenta
+    "input_rejected": "\033[35m",
 }
 
 
@@ -67,8 +71,7 @@ def _positions(p: Mapping[str, Any]) -> str:
 
 
 def render_notice(p: Mapping[str, Any]) -> str:
-    """A feed health event (``docs/alerts.md``) in one line: it names a venue and a symbol, not
-    an entity."""
+    """A feed health event or a service notice (``docs/alerts.md``) in one line."""
     head = format_time(p["ts"])
     kind = p["event"]
     if kind == "feed_stale":
@@ -81,13 +84,20 @@ def render_notice(p: Mapping[str, Any]) -> str:
             f"{head}  FEED RECOVERED  {p['venue']} {p['symbol']} after "
             f"{p['stale_ms'] / 1000:g} s at {_price(p.get('mark'))}"
         )
+    if kind == "input_rejected":
+        where = p.get("topic") or (f"line {p['line']}" if p.get("line") is not None else "")
+        return f"{head}  REJECTED  {p['source']} {where}: {p['reason']} ({p['detail']})"
+    if kind == "service_started":
+        return f"{head}  STARTED  {p['instance']}: {p['summary']}"
+    if kind == "service_stopped":
+        return f"{head}  STOPPED  {p['instance']} ({p['reason']})"
     return f"{head}  {str(kind).upper()}"
 
 
 def render_payload(p: Mapping[str, Any]) -> str:
     """An event payload (``docs/alerts.md``) for a human: for an alert a headline, plus a
-    positions line for warnings and liquidations; a feed health event in one line
-    (:func:`render_notice`)."""
+    positions line for warnings and liquidations; feed health events and service notices in
+    one line (:func:`render_notice`)."""
     if p["event"] not in ALERT_KINDS:
         return render_notice(p)
     head = f"{format_time(p['ts'])}  {_label(p)}"
@@ -131,9 +141,11 @@ def render_state(p: Mapping[str, Any]) -> str:
     )
 
 
-def render(event: AlertEvent) -> str:
-    """An engine alert event for a human (see :func:`render_payload`)."""
-    return render_payload(to_payload(event))
+def render(event: AlertEvent | FeedEvent | Notice) -> str:
+    """An alert, feed health event or notice for a human (see :func:`render_payload`)."""
+    if isinstance(event, AlertEvent):
+        return render_payload(to_payload(event))
+    return render_notice(event.to_payload())
 
 
 def colour_for(kind: str, text: str) -> str:
@@ -142,13 +154,14 @@ def colour_for(kind: str, text: str) -> str:
 
 
 class ConsoleSink:
-    """Renders alert events for a human reading a terminal (state updates are not shown)."""
+    """Renders events for a human reading a terminal: alerts, feed health and notices (state
+    updates are not shown)."""
 
     def __init__(self, stream: TextIO, *, colour: bool | None = None) -> None:
         self._stream = stream
         self._colour = stream.isatty() if colour is None else colour
 
-    async def publish(self, event: EngineEvent) -> None:
+    async def publish(self, event: OutputEvent) -> None:
         if isinstance(event, StateEvent):
             return
         text = render(event)

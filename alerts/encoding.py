@@ -8,6 +8,8 @@ Topic names are built by :mod:`alerts.topics`; the payload shapes are documented
   ``events/{kind}/{entity}`` (:func:`event_message`).
 * **Retained state**: :func:`state_payload` on ``state/{entity}``; an empty payload clears it
   (:func:`state_message`).
+* **Feed health and notices**: their payloads on ``events/{feed_kind}/{venue}/{symbol}``,
+  ``rejects`` and ``service/{kind}/{instance}`` (:func:`notice_message`).
 * **Status**: :func:`status_payload` on ``status/{instance}``.
 * **MQTT 5 PUBLISH properties**: content type, the event id as the user property ``id`` and the
   message expiry, packed once per message by :func:`publish_properties` and handed to paho as
@@ -28,7 +30,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alerts.jsonl import encode
-from alerts.topics import event_topic, state_topic
+from alerts.topics import event_topic, feed_event_topic, service_topic, state_topic
+from feeds.health import FeedEvent, FeedRecovered, FeedStalled
 from monitor.contracts import Contract
 from monitor.engine import Engine
 from monitor.events import (
@@ -39,6 +42,7 @@ from monitor.events import (
     PositionView,
     assets_payload,
 )
+from monitor.notices import InputRejected, Notice
 
 CONTENT_TYPE = "application/json"
 
@@ -168,6 +172,19 @@ def state_message(
 def event_message(prefix: str, event: AlertEvent) -> tuple[str, bytes]:
     """``(topic, payload)`` of an alert event (the JSON Lines payload, ``docs/alerts.md``)."""
     return event_topic(prefix, event.kind, event.entity), encode(event).encode()
+
+
+def notice_message(
+    prefix: str, instance: str, event: FeedEvent | Notice
+) -> tuple[str, dict[str, Any]]:
+    """``(topic, body)`` of a feed health event or a service notice (``body`` carries ``id``)."""
+    if isinstance(event, FeedStalled | FeedRecovered):
+        topic = feed_event_topic(prefix, event.kind, event.venue, event.symbol)
+    elif isinstance(event, InputRejected):
+        topic = f"{prefix}/rejects"
+    else:
+        topic = service_topic(prefix, event.kind, instance)
+    return topic, event.to_payload()
 
 
 def status_payload(

@@ -7,7 +7,8 @@ once*; every payload carries a stable ``id`` for subscribers to de-duplicate.
 
 Layout of the directory::
 
-    segment-000000000001.jsonl   one JSON object per message, in sequence order
+    segment-000000000001.jsonl   one JSON object per message, in sequence order (a segment
+                                 after the first starts with the marks so far, see ``marks``)
     segment-000000004097.jsonl   (a new segment every ``segment_bytes``)
     acked                        the highest sequence number the broker acknowledged
 
@@ -121,6 +122,9 @@ class Outbox:
         self._last_seq = self._acked
         self.last_message_id: str | None = None
         """The id of the last message appended (before a restart too)."""
+        self.marks: dict[str, str] = {}
+        """The id of the last message appended with each ``mark`` (before a restart too, even
+        once its segment is deleted): a sink's exactly-once mark, kept in the outbox itself."""
         for path in segments:
             last = self._repair_and_last_seq(path)
             if last is not None:
@@ -143,14 +147,20 @@ class Outbox:
         retain: bool = False,
         message_id: str = "",
         expiry_s: int | None = None,
+        mark: str | None = None,
     ) -> OutboundMessage:
-        """Journal a message (flushed to the OS before returning) and queue it."""
+        """Journal a message (flushed to the OS before returning) and queue it. ``mark``: the
+        message is the latest of its kind (see :attr:`marks`)."""
         self._last_seq += 1
         message = OutboundMessage(
             self._last_seq, topic, payload, qos, retain, message_id, expiry_s, self._clock()
         )
         writer = self._current_writer()
-        writer.write(message.record() + b"\n")
+        record = message.record()
+        if mark is not None:
+            record = record[:-1] + b',"mark":' + orjson.dumps(mark) + b"}"
+            self.marks[mark] = message_id
+        writer.write(record + b"\n")
         writer.flush()
         if self._fsync:
             os.fsync(writer.fileno())
@@ -172,6 +182,9 @@ class Outbox:
         path = self.directory / f"{SEGMENT_PREFIX}{self._last_seq:012d}.jsonl"
         self._writer = open(path, "ab")  # noqa: SIM115  # kept open across appends
         self._writer_path = path
+        if self.marks and self._writer.tell() == 0:
+            # a new segment starts with the marks so far: older segments may be deleted
+            self._writer.write(orjson.dumps({"marks": self.marks}) + b"\n")
         return self._writer
 
     # -- reading and acknowledging -------------------------------------------------------------
@@ -258,8 +271,13 @@ class Outbox:
         for line in data.splitlines():
             try:
                 record = orjson.loads(line)
+                if "seq" not in record and isinstance(record.get("marks"), dict):
+                    self.marks.update(record["marks"])  # a segment's header
+                    continue
                 last = int(record["seq"])
                 self.last_message_id = str(record.get("id", ""))
+                if isinstance(record.get("mark"), str):
+                    self.marks[record["mark"]] = self.last_message_id
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning("outbox_bad_line", segment=path.name)
         return last

@@ -48,12 +48,14 @@ from alerts.encoding import (
     PositionExtras,
     StateMessage,
     event_message,
+    notice_message,
     publish_properties,
     state_message,
     status_payload,
 )
 from alerts.mqtt_settings import MqttSettings, aiomqtt_client
 from alerts.outbox import OutboundMessage, Outbox, OutboxStats
+from alerts.sink import OutputEvent
 from alerts.topics import status_topic
 from feeds.backoff import MQTT_BACKOFF, reconnect_delay
 from monitor.events import EngineEvent, EntityRef, MarginStateChanged, MarginStateCleared
@@ -110,9 +112,11 @@ class MqttSink:
 
     # -- the sink protocol ---------------------------------------------------------------------
 
-    async def publish(self, event: EngineEvent) -> None:
+    async def publish(self, event: OutputEvent) -> None:
         prefix = self.settings.prefix
-        if isinstance(event, MarginStateChanged | MarginStateCleared):
+        if not isinstance(event, EngineEvent):  # a feed health event or a notice
+            self._message(*notice_message(prefix, self.settings.instance, event))
+        elif isinstance(event, MarginStateChanged | MarginStateCleared):
             state = state_message(prefix, event, self._position_extras, self._notional_of)
             self._keep_state(event.entity, state)
         else:
@@ -124,15 +128,21 @@ class MqttSink:
                 retain=False,
                 message_id=event.id,
                 expiry_s=self.settings.event_expiry_s,
+                mark="alert",
             )
         self._drained.clear()
         self._wake.set()
 
-    def publish_message(self, topic_suffix: str, body: dict[str, Any]) -> None:
-        """A service message (a rejected input, a feed health event) through the outbox: QoS 1,
-        not retained, in order with the alerts. ``body`` must carry ``id``."""
+    def last_alert_id(self) -> str | None:
+        """The id of the last alert in the outbox (before a restart too): the sink's
+        exactly-once mark."""
+        return self.outbox.marks.get("alert")
+
+    def _message(self, topic: str, body: dict[str, Any]) -> None:
+        """A feed health event or a notice through the outbox: QoS 1, not retained, in order
+        with the alerts. ``body`` must carry ``id``."""
         self.outbox.append(
-            f"{self.settings.prefix}/{topic_suffix}",
+            topic,
             orjson.dumps(body),
             qos=1,
             retain=False,

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from feeds.health import FeedEvent
 from monitor.events import EngineEvent
+from monitor.notices import Notice
+
+OutputEvent = EngineEvent | FeedEvent | Notice
+"""Everything that reaches a sink: the engine's events (alerts and retained states), a feed's
+health events, and the service's notices (refused input, started, stopped)."""
 
 
 @runtime_checkable
 class EventSink(Protocol):
-    async def publish(self, event: EngineEvent) -> None:
-        """Accept one event (in stream order)."""
+    async def publish(self, event: OutputEvent) -> None:
+        """Accept one event (in stream order). A sink ignores the kinds it does not carry."""
 
     async def flush(self) -> None:
         """Deliver everything accepted so far."""
@@ -29,10 +35,10 @@ class MemorySink:
     """Keeps every event in a list: for tests and dry runs."""
 
     def __init__(self) -> None:
-        self.events: list[EngineEvent] = []
+        self.events: list[OutputEvent] = []
         self.closed = False
 
-    async def publish(self, event: EngineEvent) -> None:
+    async def publish(self, event: OutputEvent) -> None:
         self.events.append(event)
 
     async def flush(self) -> None:
@@ -48,7 +54,7 @@ class FanOutSink:
     def __init__(self, *sinks: EventSink) -> None:
         self.sinks = sinks
 
-    async def publish(self, event: EngineEvent) -> None:
+    async def publish(self, event: OutputEvent) -> None:
         for sink in self.sinks:
             await sink.publish(event)
 

@@ -3,6 +3,8 @@
 With the default prefix ``liqmon/v1``::
 
     liqmon/v1/status/{instance}                                 retained: online / offline
+    liqmon/v1/service/{notice_kind}/{instance}                  QoS 1 service_started / _stopped
+    liqmon/v1/rejects                                           QoS 1 input refused, and why
     liqmon/v1/events/{kind}/{account}/cross/{asset}             QoS 1 alert events
     liqmon/v1/events/{kind}/{account}/isolated/{symbol}/{side}
     liqmon/v1/events/{feed_kind}/{venue}/{symbol}               QoS 1 feed health events
@@ -67,6 +69,11 @@ def feed_event_topic(prefix: str, kind: str, venue: str, symbol: str) -> str:
 
 def state_topic(prefix: str, entity: EntityRef) -> str:
     return f"{prefix}/state/{_entity_path(entity)}"
+
+
+def service_topic(prefix: str, kind: str, instance: str) -> str:
+    """Where an instance's notices go (``service_started``, ``service_stopped``)."""
+    return f"{prefix}/service/{kind}/{level(instance)}"
 
 
 def status_topic(prefix: str, instance: str) -> str:

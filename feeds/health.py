@@ -18,8 +18,9 @@ While a symbol is stale, :meth:`~FeedHealth.status` says when its last mark arri
 was and how old it is: the price and age at which its entities were last valued.
 
 Times: ``*_ns`` are local receive-clock nanoseconds (``time.time_ns()`` of the live feed, or a
-capture's receive times); an event's ``ts`` is milliseconds on the same clock, the moment the
-change was detected. They are not exchange times.
+capture's receive times); an event's ``ts`` is milliseconds on the same clock: when the symbol
+went stale (its last mark plus the limit), or when the mark that ended the silence arrived. They
+are not exchange times.
 """
 
 from __future__ import annotations
@@ -188,24 +189,31 @@ class FeedHealth:
         return recovered
 
     def check(self, now_ns: int) -> list[FeedStalled]:
-        """The symbols that went stale by ``now_ns`` and were not reported yet, by symbol."""
+        """The symbols that went stale by ``now_ns`` and were not reported yet, in the order
+        they went stale (then by symbol). Each is stamped with the moment it went stale
+        (``since + stale_after``), not with ``now_ns``: however late the check, the event is
+        the same, so a live run and a replay of its frames agree."""
+        limit = self.stale_after_ns
+        due = sorted(
+            (track.since_ns, symbol)
+            for symbol, track in self._tracks.items()
+            if not track.stale and now_ns - track.since_ns >= limit
+        )
         stalled: list[FeedStalled] = []
-        for symbol, track in sorted(self._tracks.items()):
-            stale_ns = now_ns - track.since_ns
-            if track.stale or stale_ns < self.stale_after_ns:
-                continue
+        for since_ns, symbol in due:
+            track = self._tracks[symbol]
             track.stale = True
             stalled.append(
                 FeedStalled(
-                    id=_event_id("feed_stale", self.venue, symbol, track.since_ns),
-                    ts=now_ns // _NS_PER_MS,
+                    id=_event_id("feed_stale", self.venue, symbol, since_ns),
+                    ts=(since_ns + limit) // _NS_PER_MS,
                     venue=self.venue,
                     symbol=symbol,
-                    since_ns=track.since_ns,
+                    since_ns=since_ns,
                     last_mark_ns=track.last_mark_ns,
                     last_mark=track.last_mark,
-                    stale_ns=stale_ns,
-                    stale_after_ns=self.stale_after_ns,
+                    stale_ns=limit,
+                    stale_after_ns=limit,
                 )
             )
         return stalled

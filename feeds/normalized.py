@@ -45,6 +45,7 @@ from pydantic import (
 
 from monitor.contracts import Tier, make_contract
 from monitor.errors import MalformedRecord, TierTableError
+from monitor.errors import NumberError as NumberError
 from monitor.records import (
     AccountUpdateRecord,
     AssetModeRecord,
@@ -74,15 +75,6 @@ _NON_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
 """What ``Decimal()`` and ``float()`` read as non-finite (refused: ``non_finite_number``)."""
 _DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 """A decimal in plain JSON-like notation: no spaces, underscores, signs on both ends, or words."""
-
-
-class NumberError(ValueError):
-    """Why a value is not an accepted decimal; ``reason`` is the record layer's code for it
-    (``invalid_field``, ``non_ascii_digits``, ``number_out_of_range``)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def to_decimal(value: object) -> Decimal:

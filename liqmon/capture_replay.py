@@ -27,14 +27,14 @@ minus exchange time: network latency plus the offset of the recorder's clock).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -45,21 +45,21 @@ from feeds.captures import numbered_frames
 from feeds.collateral import HaircutTable
 from feeds.files import UnreadableFile, read_lines
 from feeds.frames import FrameParser
+from feeds.health import FeedHealth
 from feeds.live import VENUES
 from feeds.normalized import parse_line
 from feeds.tardis import TardisDerivativeTicker
 from feeds.ticks import MarkTick
-from liqmon.replay import Pacer, Progress, _pace, record_kind
+from liqmon.replay import Pacer, Progress
+from liqmon.runtime import Runtime
 from liqmon.summary import ReplayStats
 from monitor.engine import Engine
-from monitor.errors import RecordRefused, TickDropped
-from monitor.events import EngineEvent, StateEvent
-from monitor.records import ContractRecord, Record, TickRecord
+from monitor.errors import MalformedRecord, RecordRefused
+from monitor.records import ContractRecord, Record
 
 log = structlog.get_logger("liqmon.replay")
 
 TimeMode = Literal["exchange", "local"]
-_Item = tuple[int, int, int, Record | MarkTick]  # (time ms, order, line, record or tick)
 
 
 STALE_MULTIPLE = 5.0
@@ -121,30 +121,44 @@ class FeedGaps:
         return [gaps, skew]
 
 
-def _ticks(
+@dataclass(frozen=True, slots=True)
+class CapturedFrame:
+    """One frame of a capture, parsed: its ticks, other records and refusals."""
+
+    line: int
+    receive_ns: int | None
+    ticks: tuple[MarkTick, ...]
+    records: tuple[Record, ...]
+    rejects: tuple[tuple[str, str], ...]
+
+
+_Item = tuple[int, int, int, Record | CapturedFrame]  # (time ms, order, line, record or frame)
+
+
+def _frames(
     path: Path,
     fmt: str,
     parser: FrameParser | TardisDerivativeTicker,
     mode: TimeMode,
-    stats: ReplayStats,
     gaps: FeedGaps,
 ) -> Iterator[_Item]:
+    """The capture's frames in file order, each keyed by its time: the exchange time of its
+    earliest tick, else of its earliest record (``local``: its receive time); a frame with
+    neither keeps the time before it."""
+    at = -1
     for number, (received, raw) in numbered_frames(path, fmt):
-        stats.lines += 1
         parsed = parser.parse(raw, received)
-        for reason, _ in parsed.rejects:
-            stats.reject(reason, number)
         for tick in parsed.ticks:
             gaps.observe(tick, number)
-            at = tick.exchange_ts_ms
-            if mode == "local" and tick.receive_ts_ns is not None:
-                at = tick.receive_ts_ns // 1_000_000
-            yield at, 1, number, tick
-        for record in parsed.records:
-            at = -1 if isinstance(record, ContractRecord) else record.ts
-            if mode == "local" and received is not None:
-                at = received // 1_000_000
-            yield at, 1, number, record
+        stamped = [r.ts for r in parsed.records if not isinstance(r, ContractRecord)]
+        if mode == "local" and received is not None:
+            at = received // 1_000_000
+        elif parsed.ticks:
+            at = min(t.exchange_ts_ms for t in parsed.ticks)
+        elif stamped:
+            at = min(stamped)
+        frame = CapturedFrame(number, received, parsed.ticks, parsed.records, parsed.rejects)
+        yield at, 1, number, frame
 
 
 def _records(path: Path, stats: ReplayStats) -> Iterator[_Item]:
@@ -156,22 +170,6 @@ def _records(path: Path, stats: ReplayStats) -> Iterator[_Item]:
             continue
         at = -1 if isinstance(record, ContractRecord) else record.ts
         yield at, 0, number, record
-
-
-def _apply_tick(engine: Engine, tick: MarkTick) -> Sequence[EngineEvent]:
-    """A venue tick to the engine; one that carries funding as a tick record with its funding
-    fields."""
-    if tick.funding_rate is None or tick.funding_ts is None:
-        return engine.apply_tick(tick.symbol, tick.mark, tick.mark_text, tick.exchange_ts_ms)
-    record = TickRecord(
-        tick.exchange_ts_ms,
-        tick.symbol,
-        tick.mark,
-        tick.mark_text,
-        Decimal(tick.funding_rate),
-        tick.funding_ts,
-    )
-    return engine.apply(record)
 
 
 async def replay_capture(
@@ -188,19 +186,31 @@ async def replay_capture(
     progress: Progress | None = None,
     haircuts: HaircutTable | None = None,
     account: str | None = None,
+    stale_after: float = STALE_MULTIPLE,
+    expected_interval_s: float | None = None,
 ) -> ReplayStats:
     """Apply a capture (merged with ``accounts``); publish events to ``sink``. ``haircuts``
     values Binance's asset index (default: Binance's table); ``account`` names the account of
-    the capture's Binance user-data events."""
+    the capture's Binance user-data events.
+
+    A driver of the :class:`~liqmon.runtime.Runtime`, frame by frame as ``liqmon run`` is:
+    where the capture has receive times, the feed's health is judged on them exactly as the
+    live run judges it (``stale_after`` times ``expected_interval_s``, the venue's by default),
+    so ``feed_stale`` and ``feed_recovered`` reach the sink where they did live.
+    """
     stats = ReplayStats(source=path, title=f"liqmon replay: {path} ({fmt} capture)")
     parser: FrameParser | TardisDerivativeTicker = (
         TardisDerivativeTicker()
         if fmt == "tardis"
         else FrameParser(venue, price_source=price_source, haircuts=haircuts, account=account)
     )
-    interval = VENUES[venue].expected_interval_s if venue in VENUES else 1.0
-    gaps = FeedGaps(round(STALE_MULTIPLE * interval * 1e9))
-    streams: list[Iterator[_Item]] = [_ticks(Path(path), fmt, parser, time_mode, stats, gaps)]
+    if expected_interval_s is None:
+        expected_interval_s = VENUES[venue].expected_interval_s if venue in VENUES else 1.0
+    gaps = FeedGaps(round(stale_after * expected_interval_s * 1e9))
+    health = FeedHealth(venue or fmt, expected_interval_s=expected_interval_s, multiple=stale_after)
+    runtime = Runtime(engine, health=health, stats=stats)
+    source = f"feed:{venue or fmt}"
+    streams: list[Iterator[_Item]] = [_frames(Path(path), fmt, parser, time_mode, gaps)]
     if accounts is not None:
         streams.append(_records(Path(accounts), stats))
     pacer = Pacer(speed) if speed else None
@@ -208,27 +218,22 @@ async def replay_capture(
     count = 0
     try:
         for at, _, number, item in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
-            if pacer is not None and at >= 0:
-                await _pace(pacer, at)
-            try:
-                if isinstance(item, MarkTick):
-                    stats.records["tick"] += 1
-                    events = _apply_tick(engine, item)
-                    stats.ticks_applied += 1
-                else:
-                    stats.records[record_kind(item)] += 1
-                    events = engine.apply(item)
-            except TickDropped as exc:
-                stats.dropped[exc.reason] += 1
-                continue
-            except RecordRefused as exc:
-                stats.reject(exc.reason, number)
-                continue
-            for event in events:
-                if isinstance(event, StateEvent):
-                    stats.state_updates += 1
-                else:
-                    stats.events[event.kind] += 1
+            if pacer is not None and at >= 0 and (delay := pacer.delay(at)) > 0:
+                await asyncio.sleep(delay)
+            if isinstance(item, CapturedFrame):
+                stats.lines += 1
+                effects = runtime.frame(item.ticks, item.receive_ns, source=source)
+                now_ms = (item.receive_ns or 0) // 1_000_000
+                for record in item.records:
+                    effects.extend(runtime.record(record, source=source, now_ms=now_ms))
+                for reason, detail in item.rejects:
+                    error = MalformedRecord(reason, detail)
+                    effects.extend(
+                        runtime.refused(error, source=source, now_ms=now_ms, line=number)
+                    )
+            else:
+                effects = runtime.record(item, source="accounts_file", now_ms=0)
+            for event in effects.events:
                 await sink.publish(event)
             count += 1
             if progress is not None and count % 4096 == 0:

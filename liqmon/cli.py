@@ -207,6 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="order and pace ticks by exchange or by local receive time",
     )
     capture.add_argument(
+        "--stale-after",
+        type=_positive_float,
+        default=5.0,
+        metavar="N",
+        help="with receive times: a symbol is stale after N expected intervals without a mark "
+        "(as liqmon run's feed.stale_after; default 5)",
+    )
+    capture.add_argument(
+        "--expected-interval-ms",
+        type=_positive_float,
+        metavar="MS",
+        help="the longest normal gap between two marks (default: the venue's)",
+    )
+    capture.add_argument(
         "--haircuts",
         metavar="FILE",
         help="collateral value ratios for Binance's asset index (TOML, see docs/collateral.md; "
@@ -361,7 +375,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="append alert events to this JSON Lines file",
     )
     run.add_argument("--mqtt", metavar="URL", help="broker, mqtt://user@host:port")
-    run.add_argument("--state-dir", type=Path, help="snapshot, journal and outbox directory")
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        help="snapshot, journal and outbox directory (default ./liqmon-state)",
+    )
+    start = run.add_mutually_exclusive_group()
+    start.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the state directory even if other inputs left it",
+    )
+    start.add_argument(
+        "--fresh", action="store_true", help="discard the state directory's state and start over"
+    )
+    run.add_argument(
+        "--funding",
+        action="store_true",
+        help="settle the funding rates that ticks carry (see docs/collateral.md)",
+    )
     run.add_argument("--http-port", type=int, help="metrics and health port (0: any free)")
 
     convert = commands.add_parser(
@@ -610,6 +642,10 @@ async def _replay(
                     progress=progress_for(),
                     haircuts=haircuts,
                     account=args.account,
+                    stale_after=args.stale_after,
+                    expected_interval_s=None
+                    if args.expected_interval_ms is None
+                    else args.expected_interval_ms / 1000.0,
                 )
         finally:
             await sink.close()
@@ -703,8 +739,17 @@ def _service_settings(args: argparse.Namespace) -> ServiceSettings:
         overrides["feed"] = feed
     if getattr(args, "mqtt", None):
         overrides["mqtt"] = {"url": args.mqtt}
+    state: dict[str, object] = {}
     if getattr(args, "state_dir", None):
-        overrides["state"] = {"dir": args.state_dir}
+        state["dir"] = args.state_dir
+    if getattr(args, "resume", False):
+        state["start"] = "resume"
+    if getattr(args, "fresh", False):
+        state["start"] = "fresh"
+    if state:
+        overrides["state"] = state
+    if getattr(args, "funding", False):
+        overrides["engine"] = {"funding": True}
     if getattr(args, "http_port", None) is not None:
         overrides["http"] = {"port": args.http_port}
     for key in ("accounts", "out"):

@@ -6,6 +6,7 @@ Layout of the state directory::
                            service metadata, written atomically (temporary file, fsync, rename)
     journal-000007.jsonl   normalized records applied since snapshot generation 7, one per
                            line (readable by ``liqmon replay`` too)
+    run.json               the inputs the state was made from (see liqmon.runtime.restart)
     outbox/                the MQTT sink's durable outbox
 
 What is journaled, before its events reach any sink: every account record (balance, position,
@@ -17,17 +18,18 @@ older ones (compaction).
 
 Restoring: load the snapshot (or start empty), then re-apply the journal in order. The engine is
 deterministic, so this rebuilds the exact alert state and event counter; the events re-applying
-produces carry their sequence numbers, and each durable sink skips those it already wrote
-(:class:`SinkMark`). A torn last journal line (``kill -9`` during a write) is dropped: it was
-never followed by its events.
+produces carry their sequence numbers, and each durable sink is given those after the last alert
+it holds (:func:`liqmon.runtime.restart.sink_resume`). A torn last journal line (``kill -9``
+during a write) is dropped: it was never followed by its events.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +39,7 @@ import orjson
 import structlog
 
 from feeds.normalized import parse_line
+from liqmon.runtime.restart import RunIdentity, Seen
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.errors import RecordRefused
@@ -47,6 +50,28 @@ log = structlog.get_logger("liqmon.state")
 
 SNAPSHOT = "snapshot.npz"
 JOURNAL_PREFIX = "journal-"
+IDENTITY = "run.json"
+
+
+def file_identity(path: Path) -> Seen:
+    """``path`` (absolute) and a digest of its content: a seed is the same only if both are."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return (str(path.resolve()), digest.hexdigest())
+
+
+def run_identity(
+    *, out: Path | None, accounts: Path | None, replay: Path | None, brackets: Sequence[Path]
+) -> RunIdentity:
+    """What a run's state is made from: the ``--out`` path, and each seed by its content."""
+    return RunIdentity(
+        out=None if out is None else (str(out.resolve()), ""),
+        accounts=None if accounts is None else file_identity(accounts),
+        replay=None if replay is None else file_identity(replay),
+        brackets=tuple(file_identity(p) for p in brackets),
+    )
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -174,14 +199,48 @@ class StateStore:
             self._journal.close()
         self._journal = open(self._journal_path(self._generation), "ab")  # noqa: SIM115
 
-    def journal(self, line: bytes) -> None:
-        """Append one normalized record (durable to the OS, or to disk with fsync)."""
+    def journal(self, lines: Sequence[bytes]) -> None:
+        """Append normalized records, one per line, in one write (durable to the OS, or to
+        disk with fsync, before returning)."""
         assert self._journal is not None, "restore() opens the journal"  # noqa: S101
-        self._journal.write(line + b"\n")
+        self._journal.write(b"\n".join(lines) + b"\n")
         self._journal.flush()
         if self._fsync:
             os.fsync(self._journal.fileno())
-        self.journaled += 1
+        self.journaled += len(lines)
+
+    # -- what the state was made from ----------------------------------------------------------
+
+    def has_state(self) -> bool:
+        """A snapshot or a journal is here (a run left state behind)."""
+        return (self.directory / SNAPSHOT).exists() or bool(self._generations())
+
+    def identity(self) -> dict[str, Any] | None:
+        """The inputs the state was made from, as the run that made it wrote them."""
+        try:
+            data = orjson.loads((self.directory / IDENTITY).read_bytes())
+        except FileNotFoundError:
+            return None
+        except orjson.JSONDecodeError:
+            log.warning("state_identity_unreadable", directory=str(self.directory))
+            return None
+        return data if isinstance(data, dict) else None
+
+    def set_identity(self, identity: dict[str, Any]) -> None:
+        write_atomically(
+            self.directory / IDENTITY, orjson.dumps(identity, option=orjson.OPT_INDENT_2)
+        )
+
+    def clear(self) -> None:
+        """Discard the state (snapshot, journals, identity); the MQTT outbox is kept (what it
+        holds was emitted, and is still owed to the broker)."""
+        self.close()
+        (self.directory / SNAPSHOT).unlink(missing_ok=True)
+        (self.directory / IDENTITY).unlink(missing_ok=True)
+        for generation in self._generations():
+            self._journal_path(generation).unlink(missing_ok=True)
+        self._generation = 0
+        self.journaled = 0
 
     def snapshot(self, engine: Engine, meta: dict[str, Any]) -> None:
         """Write the engine's state, start a new journal generation, drop the old ones."""
@@ -221,40 +280,3 @@ class StateStore:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-
-
-class SinkMark:
-    """The highest event sequence number a durable sink wrote, kept in the state directory.
-
-    Updated after each write. A crash between a write and its update is resolved at start with
-    the sink's own record of its last event id (:meth:`settle`), so a sink never writes an
-    event twice or skips one.
-    """
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self._path = directory / f"sink-{name}.seq"
-        try:
-            self.seq = int(self._path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            self.seq = -1
-        self._fd: int | None = None
-
-    def settle(self, seq: int, event_id: str, last_written_id: str | None) -> None:
-        """Called for the regenerated event right after the mark: if the sink already holds
-        it (its last written id), the mark was simply not updated before the crash."""
-        if seq == self.seq + 1 and last_written_id == event_id:
-            self.advance(seq)
-
-    def advance(self, seq: int) -> None:
-        """Record ``seq``: one fixed-width write in place at the start of the file (a single
-        small ``pwrite`` is never half done when the process is killed; this is on the alert
-        path, so no temporary file and rename per event)."""
-        self.seq = seq
-        if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.pwrite(self._fd, b"%020d\n" % seq, 0)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

@@ -211,6 +211,9 @@ class StateSection(_Section):
     dir: Path = Path("liqmon-state")
     """Snapshot, journal and outbox live here; keep it on a persistent volume."""
     snapshot_interval_s: float = Field(default=60.0, gt=0)
+    start: Literal["auto", "fresh", "resume"] = "auto"
+    """With state left by other inputs: ``auto`` refuses to start, ``resume`` continues from it,
+    ``fresh`` discards it (``--resume``, ``--fresh``; see docs/operations.md)."""
     fsync: bool = False
     """fsync journal and outbox writes (survives power loss, not just a crash of liqmon)."""
 

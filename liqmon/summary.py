@@ -28,6 +28,13 @@ class ReplayStats:
     notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     failure: str | None = None
+    ticks_by_source: Counter[str] = field(default_factory=Counter)
+    rejected_by_source: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Refused input (dropped ticks aside) by ``(source, reason)``."""
+    duplicates: int = 0
+    """Redelivered margin records applied once (not again)."""
+    journaled: int = 0
+    snapshots: int = 0
     funding: dict[str, dict[str, str]] = field(default_factory=dict)
     """With funding on: per margin asset, what positions ``paid`` and ``received`` (exact
     decimal text, both >= 0); the summary JSON's ``funding`` is their net per asset (received

@@ -145,6 +145,7 @@ def settle_funding(engine: Engine, sid: int, ts: int) -> list[int]:
     if ts < when or engine._funding_settled.get(sid) == when:
         return []
     engine._funding_settled[sid] = when
+    engine.funding_changes += 1
     book = engine.book
     rows = book.rows
     contract = book.contracts[sid]
@@ -185,5 +186,6 @@ def settle_funding(engine: Engine, sid: int, ts: int) -> list[int]:
 
 def store_funding(engine: Engine, sid: int, rate: Decimal | None, when: int | None) -> None:
     """Keep the pair an accepted tick carried (after any settlement it caused)."""
-    if rate is not None and when is not None:
+    if rate is not None and when is not None and engine._funding.get(sid) != (rate, when):
         engine._funding[sid] = (rate, when)
+        engine.funding_changes += 1

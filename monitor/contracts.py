@@ -22,7 +22,6 @@ Notional above the last cap stays in the last tier.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,10 +65,6 @@ class Contract:
     floors_f: tuple[float, ...] = ()
     mmr_f: tuple[float, ...] = ()
     cum_f: tuple[float, ...] = ()
-    cap_f: float = math.inf
-    """The last tier's cap: no tier holds a notional at or above it (valuation keeps the last
-    tier there; a liquidation or bankruptcy price must lie below it, see
-    :func:`monitor.margin.solve_price`)."""
     mm_can_be_negative: bool = False
     convex: bool = False
     """``MM`` is convex in the notional: ``cum`` continuous and rates not decreasing by tier (every
@@ -191,7 +186,6 @@ def make_contract(
         floors_f=tuple(float(t.floor) for t in ordered),
         mmr_f=tuple(float(t.mmr) for t in ordered),
         cum_f=tuple(float(t.cum) for t in ordered),
-        cap_f=float(ordered[-1].cap),
         mm_can_be_negative=any(t.cum > t.floor * t.mmr for t in ordered),
         convex=not warnings and all(a.mmr <= b.mmr for a, b in pairwise(ordered)),
         is_inverse=kind == "inverse",

@@ -86,6 +86,8 @@ class Engine:
         self.funding_paid: dict[str, Decimal] = {}
         """Funding settled so far per margin asset: what positions paid, what they received."""
         self.funding_received: dict[str, Decimal] = {}
+        self.funding_changes = 0
+        """Funding settlements and stored pairs that changed (see :attr:`changes`)."""
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -103,6 +105,13 @@ class Engine:
         lowered within hysteresis), and every published state: an input that moved it is
         worth journaling."""
         return self._evaluator.transitions
+
+    @property
+    def changes(self) -> int:
+        """Grows whenever an input changed state that the marks alone do not restore: an alert
+        state (:attr:`transitions`), a funding settlement or a stored funding pair. A tick that
+        leaves it unchanged need not be journaled (its mark is the only thing it changed)."""
+        return self._evaluator.transitions + self.funding_changes
 
     @property
     def evaluations(self) -> int:

@@ -4,10 +4,12 @@
 
     LiqmonError                  root: catch this to catch everything liqmon raises on purpose
     ├── ConfigError              a setting is invalid (levels, hysteresis, policy, a URL, ...)
-    │   └── BracketFileError     a tier-table file (--brackets) is not one in a known shape
+    │   ├── BracketFileError     a tier-table file (--brackets) is not one in a known shape
+    │   └── StartRefused         the state directory does not match this run's inputs
     ├── TierTableError           a maintenance tier table cannot be used (gaps, overlaps, ...)
     ├── RecordRefused            an input was not applied; ``reason`` is a stable code
     │   ├── MalformedRecord      the input itself is invalid (bad JSON, missing field, NaN, ...)
+    │   │   └── NumberError      a value where a decimal belongs that is not one (a ValueError)
     │   ├── RecordRejected       valid input that cannot apply (margin for a closed position)
     │   ├── TickDropped          a valid tick that is ignored by rule (stale, unknown symbol)
     │   └── MessageIgnored       a valid input message with nothing to apply (an order update)
@@ -47,6 +49,11 @@ class BracketFileError(ConfigError):
     """A tier-table file is not a tier table in any recognised shape (or cannot be read)."""
 
 
+class StartRefused(ConfigError):
+    """``liqmon run`` will not continue from state left by other inputs (or whose sinks do not
+    hold what it emitted) without ``--resume`` or ``--fresh``; the message says which."""
+
+
 class TierTableError(LiqmonError):
     """A maintenance tier table is inconsistent in a way that makes tier selection ambiguous."""
 
@@ -65,6 +72,16 @@ class RecordRefused(LiqmonError):
 
 class MalformedRecord(RecordRefused):
     """The record is not valid input: unparsable, a missing or mistyped field, a bad number."""
+
+
+class NumberError(MalformedRecord, ValueError):
+    """Where a decimal belongs, a value liqmon does not accept; ``reason`` says why
+    (``invalid_field``, ``non_finite_number``, ``number_out_of_range``, ``non_ascii_digits``).
+    Also a ``ValueError``, which the record models' validators turn into a field error."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.args = (detail,)  # as a ValueError: the message alone
 
 
 class RecordRejected(RecordRefused):

@@ -138,26 +138,12 @@ def maintenance_margin_exact(leg: Leg, price: ExactNumber) -> Fraction:
 
 
 def _breakpoints(legs: Sequence[Leg]) -> list[float]:
-    """Prices where some leg changes tier (tier floors mapped onto the price axis), and where
-    some leg leaves its table (its last cap)."""
+    """Prices where some leg changes tier (tier floors mapped onto the price axis)."""
     points: set[float] = set()
     for leg in legs:
-        contract = leg.contract
-        for bound in (*contract.floors_f[1:], contract.cap_f):
-            points.add(leg.qcs / bound if contract.is_inverse else bound / leg.qcs)
+        for floor in leg.contract.floors_f[1:]:
+            points.add(leg.qcs / floor if leg.contract.is_inverse else floor / leg.qcs)
     return sorted(p for p in points if 0.0 < p < INF)
-
-
-def beyond_table(legs: Sequence[Leg], price: float) -> bool:
-    """Some leg's notional at ``price`` is at or above its contract's last cap: no tier holds
-    it, so no liquidation or bankruptcy price lies there (margin.md: the tier must hold the
-    notional at the solution)."""
-    for leg in legs:
-        contract = leg.contract
-        notional = leg.qcs / price if contract.is_inverse else leg.qcs * price
-        if notional >= contract.cap_f:
-            return True
-    return False
 
 
 def _piece_coefficients(
@@ -184,11 +170,6 @@ def _piece_coefficients(
     return a, b, c
 
 
-def _probe(lo: float, hi: float) -> float:
-    """A price inside the piece ``[lo, hi]`` of the price axis."""
-    return (lo + hi) / 2.0 if hi < INF else (lo * 2.0 if lo > 0.0 else 1.0)
-
-
 def solve_price(
     legs: Sequence[Leg],
     constant: float,
@@ -207,8 +188,7 @@ def solve_price(
     ``LP = (WB − TMM1 + UPNL1 + cum − s·q·EP) / (q·mmr − s·q)`` and for one inverse leg
     ``LP = q·(mmr + s) / ((WB − TMM1 + UPNL1 + cum)/CS + s·q/EP)``.
 
-    Every tier combination is tried and only self-consistent roots are kept; a root where some
-    leg's notional is beyond its contract's last cap is not (no tier holds it). A tier floor where
+    Every tier combination is tried and only self-consistent roots are kept. A tier floor where
     the function jumps across zero (a table whose ``cum`` is not continuous, accepted with a
     warning) is a solution too: the condition flips there. When more than one solution exists
     (possible only for hedged legs, whose net slope can change sign between tiers, or at such
@@ -224,7 +204,9 @@ def solve_price(
     def piece(i: int) -> tuple[float, float, float]:
         found = coefficients.get(i)
         if found is None:
-            a, b, c = _piece_coefficients(legs, _probe(edges[i], edges[i + 1]), with_maintenance)
+            lo, hi = edges[i], edges[i + 1]
+            probe = (lo + hi) / 2.0 if hi < INF else (lo * 2.0 if lo > 0.0 else 1.0)
+            a, b, c = _piece_coefficients(legs, probe, with_maintenance)
             found = coefficients[i] = (a + constant, b, c)
         return found
 
@@ -249,8 +231,6 @@ def solve_price(
         else:
             i, up = up, up + 1
         lo, hi = edges[i], edges[i + 1]
-        if with_maintenance and beyond_table(legs, _probe(lo, hi)):
-            continue
         a, b, c = piece(i)
         if i > 0:  # a jump across zero at this piece's floor (a discontinuous cum) flips it too
             pa, pb, pc = piece(i - 1)

@@ -43,7 +43,7 @@ from monitor.bands import Threshold
 from monitor.book import NONE, Book, Collateral
 from monitor.events import AssetView
 from monitor.exact import UNBOUNDED
-from monitor.margin import INF, Leg, _breakpoints, _probe, beyond_table
+from monitor.margin import INF, Leg, _breakpoints
 
 if TYPE_CHECKING:
     from monitor.valuation import ExactMark
@@ -277,8 +277,6 @@ def solve_pool_price(
         else:
             i, up = up, up + 1
         lo, hi = edges[i], edges[i + 1]
-        if with_maintenance and beyond_table(legs, _probe(lo, hi)):
-            continue
         a, b = piece(i)
         if i > 0:  # a jump across zero at a tier floor (a discontinuous cum)
             pa, pb = piece(i - 1)

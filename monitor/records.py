@@ -14,6 +14,7 @@ Receive time, where a source has one, travels separately and never drives the en
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Literal, NamedTuple
@@ -209,6 +210,37 @@ class AccountBatch(NamedTuple):
 
     def __len__(self) -> int:
         return len(self.account)
+
+    def take(self, indices: Sequence[int]) -> AccountBatch:
+        """The records at ``indices``, in that order, as a batch."""
+        picked = np.asarray(indices, dtype=np.intp)
+
+        def decimals(column: DecimalArray) -> DecimalArray:
+            return DecimalArray(
+                column.value[picked], column.mantissa[picked], column.exponent[picked]
+            )
+
+        def texts(column: list[str]) -> list[str]:
+            return [column[i] for i in indices]
+
+        return AccountBatch(
+            is_position=self.is_position[picked],
+            ts=self.ts[picked],
+            account=texts(self.account),
+            symbol=texts(self.symbol),
+            asset=texts(self.asset),
+            side=self.side[picked],
+            isolated=self.isolated[picked],
+            qty=decimals(self.qty),
+            entry=decimals(self.entry),
+            wallet=decimals(self.wallet),
+            has_wallet=self.has_wallet[picked],
+            exact=self.exact[picked],
+            leverage=texts(self.leverage),
+            qty_text=texts(self.qty_text),
+            entry_text=texts(self.entry_text),
+            wallet_text=texts(self.wallet_text),
+        )
 
     def record(self, i: int) -> BalanceRecord | PositionRecord:
         """Record ``i`` as a single record (for the record-by-record path)."""

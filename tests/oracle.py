@@ -79,7 +79,7 @@ account's wallet in the margin asset). A ``funding_ts`` settles at most once per
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from itertools import product
@@ -181,8 +181,12 @@ class Tier:
     mmr: Fraction
     cum: Fraction
 
+    open_ended: bool = False
+    """The table's last tier: it holds every notional from its floor up (docs/margin.md: above
+    the last cap the last tier applies, to valuation and solved prices alike)."""
+
     def holds(self, notional: Fraction) -> bool:
-        return self.floor <= notional < self.cap
+        return self.floor <= notional and (self.open_ended or notional < self.cap)
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,8 @@ class Oracle:
             if not isinstance(b, dict):
                 raise Refused("malformed", "bracket")
             tiers.append(Tier(*(_number(b, f) for f in ("floor", "cap", "mmr", "cum"))))
+        tiers.sort(key=lambda t: t.floor)
+        tiers[-1] = replace(tiers[-1], open_ended=True)
         self.contracts[symbol] = Contract(symbol, kind, asset, size, tuple(tiers))
         return Outcome("applied")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from alerts.topics import ALERT_KINDS
 from tests.conftest import ROOT
 
 CAPTURES = ROOT / "tests" / "data" / "captures"
@@ -95,7 +96,7 @@ def test_a_bybit_capture_drives_the_engine_at_bybits_real_marks(tmp_path: Path) 
     assert summary["rejected"] == {}
     assert summary["records"]["tick"] == 89
     assert summary["dropped"] == {"unknown_symbol": 89 - summary["ticks_applied"]}
-    (liquidation,) = events
+    (liquidation,) = [e for e in events if e["event"] in ALERT_KINDS]
     assert liquidation["event"] == "liquidation"
     assert liquidation["positions"][0]["mark"] == 65117.44
     assert liquidation["ts"] == 1786310817583  # Bybit's message ts: exchange time
@@ -239,13 +240,12 @@ def _doc_frames() -> list[str]:
 
 @pytest.mark.parametrize("time_mode", ["exchange", "local"])
 def test_capture_frames_give_their_records_and_funded_ticks(tmp_path: Path, time_mode: str) -> None:
-    """A prefixed capture of those frames, read by the capture replay: the mark is a tick with
-    its funding; the asset index gives two collateral records; the user-data frames give the
-    named account's asset_mode and account_update (the leverage change nothing); each at its
-    exchange time, or at its receive time with ``--time local``."""
+    """A prefixed capture of those frames, read by the capture replay frame by frame: the mark
+    is a tick with its funding; the asset index gives two collateral records; the user-data
+    frames give the named account's asset_mode and account_update (the leverage change
+    nothing); each frame at its exchange time, or at its receive time with ``--time local``."""
     from feeds.frames import FrameParser
-    from liqmon.capture_replay import FeedGaps, _ticks
-    from liqmon.summary import ReplayStats
+    from liqmon.capture_replay import CapturedFrame, FeedGaps, _frames
     from monitor.records import AccountUpdateRecord, AssetModeRecord, CollateralRecord
 
     capture = tmp_path / "capture.jsonl"
@@ -253,29 +253,34 @@ def test_capture_frames_give_their_records_and_funded_ticks(tmp_path: Path, time
     capture.write_text(
         "".join(f"{ns} {frame}\n" for ns, frame in zip(received, _doc_frames(), strict=True))
     )
-    stats = ReplayStats()
-    items = list(
-        _ticks(capture, "prefixed", FrameParser(account="acc"), time_mode, stats, FeedGaps(10**9))  # type: ignore[arg-type]
-    )
-    assert stats.rejected == {}
-    kinds = [(type(item).__name__, line) for _, _, line, item in items]
-    assert kinds == [
-        ("MarkTick", 1),
-        ("CollateralRecord", 2),
-        ("CollateralRecord", 2),
-        ("AssetModeRecord", 4),
-        ("AccountUpdateRecord", 5),
+    parser = FrameParser(account="acc")
+    keyed = list(_frames(capture, "prefixed", parser, time_mode, FeedGaps(10**9)))  # type: ignore[arg-type]
+    frames = [frame for *_, frame in keyed]
+    assert all(isinstance(f, CapturedFrame) and not f.rejects for f in frames)
+    contents = [
+        (f.line, [type(x).__name__ for x in (*f.ticks, *f.records)])  # type: ignore[union-attr]
+        for f in frames
     ]
-    tick = items[0][3]
-    assert (tick.funding_rate, tick.funding_ts) == ("0.00058455", 1617321600000)  # type: ignore[union-attr]
-    assert [i[3].asset for i in items[1:3]] == ["ADA", "USDT"]  # type: ignore[union-attr]
-    assert isinstance(items[1][3], CollateralRecord)
-    assert items[3][3] == AssetModeRecord(1611646737479, "acc", True)
-    assert isinstance(items[4][3], AccountUpdateRecord)
-    assert len(items[4][3].balances) == 2
+    assert contents == [
+        (1, ["MarkTick"]),
+        (2, ["CollateralRecord", "CollateralRecord"]),
+        (3, []),  # the leverage change: nothing
+        (4, ["AssetModeRecord"]),
+        (5, ["AccountUpdateRecord"]),
+    ]
+    (tick,) = frames[0].ticks  # type: ignore[union-attr]
+    assert (tick.funding_rate, tick.funding_ts) == ("0.00058455", 1617321600000)
+    index = frames[1].records  # type: ignore[union-attr]
+    assert [r.asset for r in index] == ["ADA", "USDT"]  # type: ignore[union-attr]
+    assert isinstance(index[0], CollateralRecord)
+    assert frames[3].records == (AssetModeRecord(1611646737479, "acc", True),)  # type: ignore[union-attr]
+    (update,) = frames[4].records  # type: ignore[union-attr]
+    assert isinstance(update, AccountUpdateRecord)
+    assert len(update.balances) == 2
+    # a frame without ticks or records keeps the time before it
     exchange = [1617308820003, 1686749230000, 1686749230000, 1611646737479, 1564745798939]
-    local = [received[i] // 1_000_000 for i in (0, 1, 1, 3, 4)]
-    assert [at for at, *_ in items] == (exchange if time_mode == "exchange" else local)
+    local = [ns // 1_000_000 for ns in received]
+    assert [at for at, *_ in keyed] == (exchange if time_mode == "exchange" else local)
 
 
 def _pool_story() -> tuple[list[str], list[str]]:

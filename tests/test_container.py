@@ -91,7 +91,7 @@ def test_the_entrypoint_runs_configured_by_environment_only(
         _, stderr = process.communicate(timeout=45)
     assert process.returncode == 0
     logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    assert {"state_restored", "mqtt_connected", "service_stopped"} <= {e["event"] for e in logs}
+    assert {"service_started", "mqtt_connected", "service_stopped"} <= {e["event"] for e in logs}
 
 
 def test_health_fails_when_nothing_listens() -> None:

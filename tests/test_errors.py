@@ -178,6 +178,7 @@ def test_a_corrupt_snapshot_stops_liqmon_run_with_one_line(tmp_path: Path) -> No
             str(state),
             "--http-port",
             "0",
+            "--resume",  # the directory has no record of its inputs: continue from it anyway
         ],
         capture_output=True,
         text=True,

@@ -54,11 +54,11 @@ SCENARIOS = {
     ),
     "reported once per episode": (
         [("mark", "BTC", 0), ("check", 3.5), ("check", 4), ("check", 60)],
-        [("feed_stale", "BTC", 3500, 3500)],
+        [("feed_stale", "BTC", 3000, 3000)],  # stamped when the limit passed, not when seen
     ),
     "recovered on the next mark, with the whole gap": (
         [("mark", "BTC", 0), ("check", 4), ("mark", "BTC", 7.25)],
-        [("feed_stale", "BTC", 4000, 4000), ("feed_recovered", "BTC", 7250, 7250)],
+        [("feed_stale", "BTC", 3000, 3000), ("feed_recovered", "BTC", 7250, 7250)],
     ),
     "a new episode counts from the resuming mark": (
         [
@@ -88,7 +88,7 @@ SCENARIOS = {
             ("mark", "ETH", 2),
             ("check", 3.5),
         ],
-        [("feed_stale", "BTC", 3500, 3500), ("feed_stale", "SOL", 3500, 3500)],
+        [("feed_stale", "BTC", 3000, 3000), ("feed_stale", "SOL", 3000, 3000)],
     ),
     "a watched symbol that never ticks stalls from when it was watched": (
         [("watch", ["BTC", "XRP"], 1), ("mark", "BTC", 2), ("check", 4), ("mark", "XRP", 6)],
@@ -114,7 +114,8 @@ def test_stale_and_recovered_events(
     steps: list[tuple[Any, ...]], expected: list[tuple[str, str, int, int]]
 ) -> None:
     """Each scenario gives exactly its events: stale at >= stale_after without a mark, once
-    per episode; recovered on the next mark with the gap measured from the last one."""
+    per episode, stamped with the moment the limit passed (however late the check); recovered
+    on the next mark with the gap measured from the last one."""
     assert run(FeedHealth("binance-usdm", expected_interval_s=1.0, multiple=3.0), steps) == expected
 
 
@@ -126,25 +127,25 @@ def test_stalled_event_says_at_what_mark_and_age_the_symbol_was_left() -> None:
     (event,) = health.check(at(31.5))
     assert event == FeedStalled(
         id=event.id,
-        ts=at(31.5) // 1_000_000,
+        ts=at(30) // 1_000_000,  # when the limit passed: the same for any later check
         venue="okx",
         symbol="BTC-USDT-SWAP",
         since_ns=at(0),
         last_mark_ns=at(0),
         last_mark=28479.1,
-        stale_ns=round(31.5 * S),
+        stale_ns=30 * S,
         stale_after_ns=30 * S,
     )
     assert event.to_payload() == {
         "event": "feed_stale",
         "id": event.id,
-        "ts": at(31.5) // 1_000_000,
+        "ts": at(30) // 1_000_000,
         "venue": "okx",
         "symbol": "BTC-USDT-SWAP",
         "since_ts": at(0) // 1_000_000,
         "last_mark_ts": at(0) // 1_000_000,
         "last_mark": 28479.1,
-        "stale_ms": 31_500,
+        "stale_ms": 30_000,
         "stale_after_ms": 30_000,
     }
 

@@ -105,6 +105,20 @@ def test_module_imports_no_io(path: Path) -> None:
     assert relative_imports(tree) == set()
 
 
+RUNTIME_MODULES = sorted((ROOT / "liqmon" / "runtime").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", RUNTIME_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_runtime_imports_no_io_but_a_logger(path: Path) -> None:
+    """The runtime (``liqmon/runtime/``) is sans-I/O too: the time is passed in, effects are
+    returned. Its one allowance is the structured logger, which never changes a decision."""
+    assert {p.name for p in RUNTIME_MODULES} >= {"core.py", "restart.py", "effects.py"}
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    assert imported_roots(tree) & (FORBIDDEN - {"structlog"}) == set()
+    assert called_builtins(tree) == set()
+    assert relative_imports(tree) == set()
+
+
 @pytest.mark.parametrize(
     "source",
     [

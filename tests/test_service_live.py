@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts.schema import FEED_MODELS, StatePayload
+from alerts.topics import ALERT_KINDS
 from liqmon.broker import LocalBroker
 from liqmon.service import Service
 from liqmon.settings import load_settings
@@ -150,7 +151,11 @@ async def test_live_marks_and_mqtt_accounts_give_alerts_and_feed_health_over_mqt
     assert position["mark_ts"] is not None
     assert position["mark"] == stale["last_mark"]
 
+    written = [json.loads(line) for line in out.read_text().splitlines()]
     alerts = [a for a in watcher.alerts() if a["event"] not in FEED_MODELS]
-    assert alerts == [json.loads(line) for line in out.read_text().splitlines()]
+    assert alerts == [e for e in written if e["event"] in ALERT_KINDS]
+    # the JSON Lines file holds the feed events too, as MQTT carried them, in order
+    assert [g.body for g in feed] == [e for e in written if e["event"] in FEED_MODELS]
+    assert written[0]["event"] == "service_started"
     assert [a["event"] for a in alerts][:1] == ["margin_warning"]
     assert alerts[-1]["event"] == "liquidation"

@@ -28,8 +28,17 @@ from alerts.schema import (
     StatusPayload,
 )
 from alerts.topics import DEFAULT_PREFIX, shock_request_topic
-from feeds.accounts import AccountUpdateIn
-from feeds.normalized import AccountSnapshotIn, BalanceIn, ContractIn, MarginIn, PositionIn
+from feeds.accounts import AccountConfigIn, AccountUpdateIn
+from feeds.normalized import (
+    AccountSnapshotIn,
+    AccountUpdateRecordIn,
+    AssetModeIn,
+    BalanceIn,
+    CollateralIn,
+    ContractIn,
+    MarginIn,
+    PositionIn,
+)
 
 TOPIC_TREE_VERSION = "1.0.0"
 
@@ -45,7 +54,9 @@ _PARAMETERS = {
     "venue": "The feed's venue: ``binance-usdm``, ``binance-coinm``, ``bybit``, ``okx`` or "
     "``hyperliquid``.",
     "feed_symbol": "The venue's symbol, percent-encoded as one topic level.",
-    "binance_account": "The account the Binance user-data message belongs to (percent-encoded).",
+    "binance_account": "The account the Binance user-data message belongs to, percent-encoded "
+    "as one topic level (``a%2Fb`` is the account ``a/b``); decoded, 1 to 256 printable "
+    "characters, else the message is refused (``invalid_account``).",
 }
 
 _FEEDS = {
@@ -53,7 +64,16 @@ _FEEDS = {
     "feed_recovered": (FeedRecoveredPayload, "Feed recovered"),
 }
 
-_RECORDS: list[type[BaseModel]] = [ContractIn, BalanceIn, PositionIn, MarginIn, AccountSnapshotIn]
+_RECORDS: list[type[BaseModel]] = [
+    ContractIn,
+    BalanceIn,
+    PositionIn,
+    MarginIn,
+    AccountSnapshotIn,
+    AccountUpdateRecordIn,
+    AssetModeIn,
+    CollateralIn,
+]
 
 _ALERTS = {
     "margin_warning": (MarginWarningPayload, "Margin warning"),
@@ -77,6 +97,7 @@ def _schemas() -> dict[str, Any]:
         ShockRefusalPayload,
         *_RECORDS,
         AccountUpdateIn,
+        AccountConfigIn,
     ]
     _, top = models_json_schema(
         [(model, "serialization") for model in models],
@@ -269,9 +290,12 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
         "description": "The trading system publishes account state here (QoS 1; liqmon reads "
         "with a persistent session and acknowledges a message only once it is journaled, so "
         "none is lost across a crash). One normalized record per message (``docs/records.md``: "
-        "``contract``, ``balance``, ``position``, ``margin``), or an ``account_snapshot`` "
-        "that replaces everything liqmon holds for the account. A message that fails "
-        "validation is published to ``rejects`` and not applied.",
+        "``contract``, ``balance``, ``position``, ``margin``, ``asset_mode``, ``collateral``), "
+        "an ``account_snapshot`` that replaces everything liqmon holds for the account, or an "
+        "``account_update`` that merges into it. A ``tick`` is refused "
+        "(``tick_on_account_topic``): marks come from the feed only. At most 1 MiB, UTF-8, "
+        "nested at most 8 levels, numbers plain ASCII decimals; a message that fails "
+        "validation is published to ``rejects`` with its reason and not applied.",
         "messages": record_refs,
     }
     operations["receive_in_records"] = {
@@ -282,14 +306,25 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     messages["AccountUpdateIn"] = _message(
         "AccountUpdateIn", "Binance ACCOUNT_UPDATE", (AccountUpdateIn.__doc__ or "").strip()
     )
+    messages["AccountConfigIn"] = _message(
+        "AccountConfigIn",
+        "Binance ACCOUNT_CONFIG_UPDATE",
+        (AccountConfigIn.__doc__ or "").strip(),
+    )
     channels["in_binance"] = {
         "address": f"{prefix}/in/binance/{{binance_account}}",
-        "title": "Account input: Binance user-data ACCOUNT_UPDATE",
-        "description": "A Binance futures user-data ``ACCOUNT_UPDATE`` (bare, or in the "
-        "``{stream, data}`` wrapper) of one account, forwarded as received. Only changed "
-        "balances and positions are sent: liqmon merges them into the account.",
+        "title": "Account input: Binance user-data events",
+        "description": "A Binance futures user-data event of one account (bare, or in the "
+        "``{stream, data}`` wrapper), forwarded as received. An ``ACCOUNT_UPDATE`` lists only "
+        "changed balances and positions: liqmon merges them into the account. An "
+        "``ACCOUNT_CONFIG_UPDATE`` with ``ai`` sets its Multi-Assets Mode. The other user-data "
+        "events change nothing (acknowledged, no reject). JSON numbers are read exactly from "
+        "their text.",
         "parameters": _params("binance_account"),
-        "messages": {"accountUpdate": {"$ref": "#/components/messages/AccountUpdateIn"}},
+        "messages": {
+            "accountUpdate": {"$ref": "#/components/messages/AccountUpdateIn"},
+            "accountConfigUpdate": {"$ref": "#/components/messages/AccountConfigIn"},
+        },
     }
     operations["receive_in_binance"] = {
         "action": "receive",

@@ -18,14 +18,15 @@ when the marker comes back every retained message of the filters has been handed
 ``on_disconnect`` when the connection is lost: a reader that rebuilds retained state from
 scratch on each connection drops, at the barrier, what the broker no longer holds.
 
-Messages are decoded as in :func:`alerts.mqtt.subscribe` (JSON objects; an empty payload is a
+Messages are decoded as in :func:`feeds.mqtt_input.subscribe` (JSON objects; an empty payload is a
 cleared retained message, ``body=None``); MQTT 5 request properties (Response Topic,
-Correlation Data) are in :class:`~alerts.mqtt.Received`.
+Correlation Data) are in :class:`~feeds.mqtt_input.Received`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -35,24 +36,17 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alerts.mqtt import (
-    CONTENT_TYPE,
-    NO_DELAY,
-    MqttSettings,
-    Received,
-    reconnect_delay,
-    tls_context_for,
-)
-from monitor.errors import LiqmonError
+from alerts.encoding import CONTENT_TYPE
+from alerts.mqtt_settings import MqttSettings, aiomqtt_client
+from feeds.backoff import MQTT_BACKOFF, reconnect_delay
+from feeds.mqtt_input import Received, json_body
+from monitor.errors import LinkDown as LinkDown
+from monitor.errors import MalformedRecord
 
 log = structlog.get_logger("liqmon.link")
 
 SYNC_TIMEOUT_S = 600.0
 """The marker's acknowledgement may queue behind every retained message of the filters."""
-
-
-class LinkDown(LiqmonError):
-    """The link has no connection to the broker at the moment (it is reconnecting)."""
 
 
 def _properties(
@@ -75,15 +69,10 @@ def _properties(
 def _decode(message: aiomqtt.Message) -> Received | None:
     payload = message.payload
     data = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
-    body = None
-    if data:
-        try:
-            decoded = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            decoded = None
-        if not isinstance(decoded, dict):
-            return None
-        body = decoded
+    try:
+        body = json_body(data)
+    except MalformedRecord:
+        return None
     props = message.properties
     response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
     correlation = getattr(props, "CorrelationData", None) if props is not None else None
@@ -173,21 +162,7 @@ class MqttLink:
             raise LinkDown(f"publish to {topic} failed: {exc}") from exc
 
     def _make_client(self) -> aiomqtt.Client:
-        s = self.settings
-        return aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
-            identifier=self.identifier,
-            protocol=(
-                aiomqtt.ProtocolVersion.V5 if s.protocol == "5" else aiomqtt.ProtocolVersion.V311
-            ),
-            keepalive=s.keepalive_s,
-            timeout=s.publish_timeout_s,
-            tls_context=tls_context_for(s),
-            socket_options=NO_DELAY,
-        )
+        return aiomqtt_client(self.settings, identifier=self.identifier)
 
     async def run(self) -> None:
         """Connect, subscribe, deliver; reconnect with backoff until cancelled."""
@@ -203,7 +178,7 @@ class MqttLink:
                 self._lost()
             if self._fresh:  # it was connected this time: the backoff starts again
                 attempt = 0
-            delay = reconnect_delay(attempt)
+            delay = reconnect_delay(attempt, MQTT_BACKOFF, random.random)
             attempt += 1
             log.warning(
                 "mqtt_link_disconnected",

@@ -204,7 +204,10 @@ class RejectPayload(_Payload):
     ts: int = Field(description="local time (ms) it was refused")
     source: str = Field(description="where it came from: mqtt")
     reason: str = Field(
-        description="a stable code: invalid_json, missing_field, invalid_field, ..."
+        description="a stable code (docs/records.md): oversized, invalid_utf8, too_deep, "
+        "invalid_json, non_finite_number, number_out_of_range, non_ascii_digits, "
+        "not_an_object, unknown_type, unknown_topic, invalid_account, tick_on_account_topic, "
+        "ignored_event, missing_field, invalid_field, stale_snapshot, ..."
     )
     detail: str = Field(description="what was wrong, for a human")
     topic: str = Field(description="the input topic it arrived on")

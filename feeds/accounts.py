@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from feeds.normalized import ExactDecimal, Timestamp
+from feeds.normalized import ExactDecimal, Timestamp, malformed
 from monitor.errors import MalformedRecord
 from monitor.records import AccountUpdateRecord, AssetModeRecord, PositionRecord
 
@@ -108,13 +108,6 @@ def _unwrapped(message: Any) -> Any:
     return message
 
 
-def _malformed(exc: ValidationError, event: str) -> MalformedRecord:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "message"
-    reason = "missing_field" if first["type"] == "missing" else "invalid_field"
-    return MalformedRecord(reason, f"{event} {where}: {first['msg']}")
-
-
 def parse_account_config(message: Any, account: str) -> AssetModeRecord | None:
     """The ``asset_mode`` record of a decoded ``ACCOUNT_CONFIG_UPDATE`` of ``account``, or
     ``None`` when it reports no Multi-Assets Mode (a leverage change); raises
@@ -122,7 +115,7 @@ def parse_account_config(message: Any, account: str) -> AssetModeRecord | None:
     try:
         config = AccountConfigIn.model_validate(_unwrapped(message))
     except ValidationError as exc:
-        raise _malformed(exc, "ACCOUNT_CONFIG_UPDATE") from None
+        raise malformed(exc, "ACCOUNT_CONFIG_UPDATE") from None
     if config.ai is None:
         return None
     return AssetModeRecord(config.E, account, config.ai.j)
@@ -145,8 +138,16 @@ def parse_account_update(message: Any, account: str) -> AccountUpdateRecord:
     try:
         update = AccountUpdateIn.model_validate(_unwrapped(message))
     except ValidationError as exc:
-        raise _malformed(exc, "ACCOUNT_UPDATE") from None
+        raise malformed(exc, "ACCOUNT_UPDATE") from None
     ts = update.E
+    assets = [b.a for b in update.a.B]
+    if len(set(assets)) != len(assets):
+        raise MalformedRecord("invalid_field", "ACCOUNT_UPDATE a.B: an asset appears twice")
+    slots = [(p.s, p.ps) for p in update.a.P]
+    if len(set(slots)) != len(slots):
+        raise MalformedRecord(
+            "invalid_field", "ACCOUNT_UPDATE a.P: a slot (symbol, side) appears twice"
+        )
     positions = []
     for p in update.a.P:
         side = _SIDES[p.ps]

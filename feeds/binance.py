@@ -25,7 +25,9 @@ User data: with ``account`` named (a capture of one account's user-data stream),
 ``ACCOUNT_UPDATE`` becomes an ``account_update`` record and ``ACCOUNT_CONFIG_UPDATE`` an
 ``asset_mode`` record (or nothing, for a leverage change) of that account (see
 :mod:`feeds.accounts`); the other user-data events carry nothing liqmon reads. Without an
-account, the two that change an account are refused as ``unknown_account``.
+account, the two that change an account are refused as ``unknown_account``. An
+``ACCOUNT_UPDATE`` that carries JSON numbers (Binance sends strings) is decoded again with every
+number exact, from its text.
 
 ``price_source`` lets real trade and book captures drive a replay at a real rate:
 
@@ -51,17 +53,18 @@ from feeds.accounts import USER_DATA_EVENTS, parse_user_data
 from feeds.collateral import HaircutTable, asset_index_event, binance_haircuts
 from feeds.fields import (
     decimal_text_of,
+    decode_frame,
     describe,
     mark_of,
     mid_of,
     ms_of,
-    parse_frame,
     refused,
     short,
     symbol_of,
     unknown_shape,
     venue_error,
 )
+from feeds.normalized import exact_json, holds_float
 from feeds.ticks import NOTHING, MarkTick, Parsed
 from monitor.errors import ConfigError, MalformedRecord
 from monitor.records import Record
@@ -71,8 +74,20 @@ COINM = "binance-coinm"
 PRICE_SOURCES = ("mark", "trade", "mid")
 TRADE_EVENTS = frozenset({"trade", "aggTrade"})
 
-_COINM_SYMBOL = re.compile(r"[A-Z0-9]+USD_(?:PERP|\d{6})")
-_USDM_DATED = re.compile(r"[A-Z0-9]+(?:USDT|USDC|BUSD)_\d{6}")
+_COINM_SYMBOL = re.compile(r"[A-Z0-9]+USD_(?:PERP|\d{6})", re.ASCII)
+_USDM_DATED = re.compile(r"[A-Z0-9]+(?:USDT|USDC|BUSD)_\d{6}", re.ASCII)
+
+
+def exact_user_data(obj: object, raw: str | bytes) -> object:
+    """``obj``, the decoded ``raw``, or when it is an ``ACCOUNT_UPDATE`` (bare or wrapped)
+    holding a JSON number the fast decoder read as a double, ``raw`` decoded again with every
+    number exact (a cheap no for every other frame)."""
+    event = obj
+    if type(event) is dict and "data" in event and "stream" in event:
+        event = event["data"]
+    if type(event) is dict and event.get("e") == "ACCOUNT_UPDATE" and holds_float(event):
+        return exact_json(raw)
+    return obj
 
 
 def venue_of_symbol(symbol: str) -> str:
@@ -136,7 +151,11 @@ class BinanceFrames:
 
     def parse(self, raw: str | bytes, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one raw frame, or why it has none."""
-        return parse_frame(raw, receive_ts_ns, self.message)
+        try:
+            obj = exact_user_data(decode_frame(raw), raw)
+        except MalformedRecord as exc:
+            return refused(exc)
+        return self.message(obj, receive_ts_ns)
 
     def message(self, obj: object, receive_ts_ns: int | None) -> Parsed:
         """The ticks of one decoded frame, or why it has none."""

@@ -36,15 +36,12 @@ import orjson
 from feeds.files import UnreadableFile, chunks
 from feeds.normalized import to_decimal
 from monitor.contracts import Contract, ContractKind, Tier, make_contract
-from monitor.errors import LiqmonError, TierTableError
+from monitor.errors import BracketFileError as BracketFileError
+from monitor.errors import TierTableError
 
 LINEAR_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD")
 BTC_CONTRACT_SIZE = Decimal(100)
 ALT_CONTRACT_SIZE = Decimal(10)
-
-
-class BracketFileError(LiqmonError):
-    """The file is not a tier table in any recognised shape."""
 
 
 @dataclass

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import orjson
 
-from feeds.files import UnreadableFile, chunks, numbered_lines
+from feeds.files import chunks, numbered_lines
+from feeds.normalized import RECORD_TYPES
 from feeds.ticks import MAX_FRAME_BYTES
+from monitor.errors import UnknownFormat as UnknownFormat
 
 FORMATS = ("prefixed", "wrapped", "raw", "tardis", "normalized")
 SAMPLE_LINES = 8
@@ -43,27 +45,10 @@ MAX_LINE_BYTES = 2 * MAX_FRAME_BYTES + 4096
 
 _PREFIX = re.compile(rb"(\d{1,19}) ")
 _PREFIXED_LINE = re.compile(rb"\d{1,19} (?:[\[{]|pong)")  # what detection takes as prefixed
-_NORMALIZED_TYPES = frozenset(
-    {
-        "contract",
-        "balance",
-        "position",
-        "margin",
-        "tick",
-        "account_snapshot",
-        "account_update",
-        "asset_mode",
-        "collateral",
-    }
-)
 _NS_PER_S = Decimal(1_000_000_000)
 
 Frame = tuple[int | None, bytes]
 """``(receive_ts_ns | None, raw frame)``: the frame's exact bytes (UTF-8 text for JSON frames)."""
-
-
-class UnknownFormat(UnreadableFile):
-    """The file is readable but holds none of the capture formats (nor normalized records)."""
 
 
 def capture_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
@@ -85,7 +70,7 @@ def line_format(line: bytes) -> str | None:
     if type(obj) is dict:
         if "raw" in obj and "local_ts" in obj:
             return "wrapped"
-        if obj.get("type") in _NORMALIZED_TYPES:
+        if obj.get("type") in RECORD_TYPES:
             return "normalized"
         return "raw"
     return "raw" if type(obj) is list else None

@@ -26,7 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 MAX_DIGITS = 15
-_PLAIN = frozenset("0123456789.-\n")
+_PLAIN = frozenset("0123456789.-")
+_JOINED = _PLAIN | {"\n"}
 _POW10 = 10.0 ** np.arange(MAX_DIGITS + 2)
 
 
@@ -48,7 +49,7 @@ def parse_decimals(texts: list[str]) -> DecimalColumn:
     if not count:
         return DecimalColumn(value, mantissa, exponent, np.zeros(0, dtype=bool))
     joined = "\n".join(texts) + "\n"
-    if not set(joined) <= _PLAIN:
+    if not set(joined) <= _JOINED or joined.count("\n") != count:  # a text holds a newline
         return _one_by_one(texts)
     try:
         value = np.array(texts, dtype=np.float64)
@@ -85,7 +86,7 @@ def _one_by_one(texts: list[str]) -> DecimalColumn:
     good = []
     slow = np.zeros(len(texts), dtype=bool)
     for i, text in enumerate(texts):
-        if set(text) <= _PLAIN and text:
+        if set(text) <= _PLAIN and text:  # float() would also take spaces and newlines
             try:
                 float(text)
             except ValueError:

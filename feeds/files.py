@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from feeds.normalized import MAX_LINE_BYTES
-from monitor.errors import LiqmonError
+from monitor.errors import UnreadableFile as UnreadableFile
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 1 << 20
 BATCH_LINES = 4096
-
-
-class UnreadableFile(LiqmonError):
-    """The file cannot be opened or read (missing, unreadable, a corrupt or truncated gzip)."""
 
 
 def chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from feeds.binance import COINM, USDM, BinanceFrames, check_price_source
+from feeds.binance import COINM, USDM, BinanceFrames, check_price_source, exact_user_data
 from feeds.bybit import BybitTickers
 from feeds.collateral import HaircutTable
 from feeds.fields import decode_frame, describe, refused
@@ -110,6 +110,8 @@ class FrameParser:
         try:
             obj = decode_frame(raw)
             parser = self._detect(obj) if self._only is None else self._only
+            if parser is self._binance:
+                obj = exact_user_data(obj, raw)  # an ACCOUNT_UPDATE's numbers from their text
         except MalformedRecord as exc:
             return refused(exc)
         return parser.message(obj, receive_ts_ns)

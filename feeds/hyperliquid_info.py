@@ -7,7 +7,7 @@ watched address's ``clearinghouseState`` on every dex, one :class:`StatesFetched
 are only asked for once every dex's ``meta`` is known, so a snapshot never names an asset
 before its contract exists. Failures (network, HTTP status, a body that does not parse) are
 yielded as :class:`InfoFailed` with a stable reason and retried after
-:func:`feeds.live.reconnect_delay`; they never end the generator.
+:func:`feeds.backoff.reconnect_delay`; they never end the generator.
 
 Requests are ``POST {url}`` with a JSON body (``{"type":"meta","dex":d}``,
 ``{"type":"clearinghouseState","user":a,"dex":d}``). The API allows 1 200 request weight per
@@ -36,8 +36,8 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from feeds.backoff import ReconnectPolicy, reconnect_delay
 from feeds.hyperliquid_state import AccountState, Meta, parse_meta, parse_state
-from feeds.live import ReconnectPolicy, reconnect_delay
 from monitor.errors import MalformedRecord
 
 log = structlog.get_logger("liqmon.hyperliquid")

@@ -3,11 +3,11 @@
 :func:`frames` is an async generator of :class:`Frame` — the exact text the venue sent and the
 local wall-clock time (``time.time_ns()``, injectable) at which it was received. It connects,
 subscribes, keeps the connection alive the way each venue asks, reconnects with capped
-exponential backoff, full jitter and a minimum interval (:func:`reconnect_delay`, a pure
-function), re-subscribes, and replaces a connection *before* the venue's lifetime limit ends it
-(make before break: the new connection is subscribed and delivering before the old one is
-closed). It never parses prices: frames go to the pure parsers (``feeds.frames``), the same ones
-a replay of a recording uses.
+exponential backoff, full jitter and a minimum interval (:func:`feeds.backoff.reconnect_delay`,
+the pure function every connection of liqmon uses), re-subscribes, and replaces a connection
+*before* the venue's lifetime limit ends it (make before break: the new connection is
+subscribed and delivering before the old one is closed). It never parses prices: frames go to
+the pure parsers (``feeds.frames``), the same ones a replay of a recording uses.
 
 Transport chatter is handled here and not yielded: heartbeat replies, subscription
 acknowledgements, subscription errors (logged and counted) and OKX service notices (which start
@@ -36,11 +36,10 @@ State transitions are logged (structlog, ``liqmon.feed``), one line each — nev
 :class:`FeedStats` counts frames and reconnects and holds the connection state and the latest
 exchange-vs-local clock skew.
 
-Errors (extending the tree in :mod:`monitor.errors`)::
-
-    LiqmonError
-    └── FeedFailed      the feed cannot go on: a non-retryable error (HTTP 4xx on the handshake,
-                        a bad URL, a certificate that does not verify)
+Errors (in :mod:`monitor.errors`): :class:`~monitor.errors.FeedFailed`, the feed cannot go on:
+a non-retryable error (HTTP 4xx on the handshake, a bad URL, a certificate that does not
+verify). Retryable ones (network errors, lost connections, HTTP 429 and 5xx) never leave
+:func:`frames`: they are counted and the connection is made again.
 
 Use it with :func:`contextlib.aclosing` so the connection is closed when the consumer stops::
 
@@ -74,17 +73,14 @@ from websockets.exceptions import (
 )
 from websockets.frames import CloseCode
 
+from feeds.backoff import FEED_BACKOFF, ReconnectPolicy, reconnect_delay
 from feeds.ticks import MAX_FRAME_BYTES
-from monitor.errors import LiqmonError
+from monitor.errors import FeedFailed as FeedFailed
 
 log = structlog.get_logger("liqmon.feed")
 
 Venue = Literal["binance-usdm", "binance-coinm", "bybit", "okx", "hyperliquid"]
 ConnectionState = Literal["idle", "connecting", "connected", "reconnecting", "failed", "closed"]
-
-
-class FeedFailed(LiqmonError):
-    """The feed cannot continue: the venue refused it in a way retrying will not fix."""
 
 
 # --- venues -------------------------------------------------------------------------------
@@ -199,30 +195,6 @@ HYPERLIQUID_REFRESH_S = 300.0
 # --- configuration ------------------------------------------------------------------------
 
 
-class ReconnectPolicy(BaseModel):
-    """Capped exponential backoff with full jitter and a floor (see :func:`reconnect_delay`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base_s: float = Field(default=0.5, gt=0)
-    cap_s: float = Field(default=30.0, gt=0)
-    minimum_s: float = Field(default=0.5, ge=0)
-
-
-def reconnect_delay(
-    attempt: int, policy: ReconnectPolicy, rand: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait before reconnect attempt ``attempt`` (0, 1, 2, ...).
-
-    ``delay = max(minimum, min(cap, base · 2^attempt) · u)`` with ``u = rand()`` uniform in
-    [0, 1) — "full jitter" — so that many clients dropped together do not return together, and
-    never sooner than ``minimum`` (venues ban IPs that reconnect in a tight loop; the library's
-    own reconnect loop would reconnect at once after a clean close).
-    """
-    window = min(policy.cap_s, policy.base_s * 2.0 ** min(max(attempt, 0), 64))
-    return max(policy.minimum_s, window * rand())
-
-
 class FeedSpec(BaseModel):
     """One feed: a venue, its symbols, and how the connection is run.
 
@@ -245,7 +217,7 @@ class FeedSpec(BaseModel):
     open_timeout_s: float = Field(default=10.0, gt=0)
     close_timeout_s: float = Field(default=2.0, gt=0)
     buffer_frames: int = Field(default=16, ge=1, le=4096)
-    reconnect: ReconnectPolicy = ReconnectPolicy()
+    reconnect: ReconnectPolicy = FEED_BACKOFF
     price_source: Literal["mark", "trade", "mid"] = "mark"
     """Hyperliquid: which channel gives the ticks (see :mod:`feeds.hyperliquid`)."""
     dexes: tuple[str, ...] = ("",)

@@ -12,6 +12,10 @@ stable ``reason``:
                      non-integer ``ts``, negative entry, unknown side, ...)
 ``invalid_price``    a tick's mark is not a finite positive number
 ``invalid_brackets`` a contract's tier table is inconsistent (gaps, overlaps, ...)
+``non_finite_number`` a decimal is ``"NaN"``, ``"Infinity"``, ``"inf"``, ...
+``non_ascii_digits`` a decimal string holds digits of another script (``"١٢"``, ``"１２"``): never
+                     read as a number
+``number_out_of_range`` a non-zero decimal outside ``[1e-30, 1e30)`` in magnitude
 
 Ticks are the hot path and are validated by hand; the other records go through pydantic
 models (the boundary where their schema lives). Decimal quantities may be JSON strings (exact)
@@ -41,6 +45,7 @@ from pydantic import (
 
 from monitor.contracts import Tier, make_contract
 from monitor.errors import MalformedRecord, TierTableError
+from monitor.errors import NumberError as NumberError
 from monitor.records import (
     AccountUpdateRecord,
     AssetModeRecord,
@@ -66,37 +71,55 @@ of ``1e-400`` is ``0.0``) or turn ratios infinite."""
 _MAX_MAGNITUDE_EXACT = Decimal("1e30")
 _MIN_MAGNITUDE_EXACT = Decimal("1e-30")
 _MAX_DIGITS_TEXT = 64
+_NON_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+"""What ``Decimal()`` and ``float()`` read as non-finite (refused: ``non_finite_number``)."""
 _DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 """A decimal in plain JSON-like notation: no spaces, underscores, signs on both ends, or words."""
 
 
 def to_decimal(value: object) -> Decimal:
-    """A finite decimal from a JSON string or number; anything else is a ``ValueError``."""
+    """A finite decimal from a JSON string or number; anything else is a :class:`NumberError`
+    (a ``ValueError``). Strings are plain ASCII decimal text (``docs/records.md``, Numbers):
+    ``Decimal()`` and ``float()`` would read ``"١٢"`` as 12, which is never meant."""
     if isinstance(value, Decimal):  # a JSON number read from its text (see exact_numbers)
         if not value.is_finite():
-            raise ValueError("expected a finite number")
+            raise NumberError("number_out_of_range", "expected a finite number")
         number = value
     elif isinstance(value, str):  # the preferred form
+        if value.lstrip("+-").lower() in _NON_FINITE:
+            raise NumberError("non_finite_number", f"{value!r} is not a finite number")
+        if not value.isascii():
+            if any(c.isdigit() or c.isnumeric() for c in value if not c.isascii()):
+                raise NumberError(
+                    "non_ascii_digits", f"{value[:40]!r} has digits that are not ASCII 0-9"
+                )
+            raise NumberError("invalid_field", f"{value[:40]!r} is not a decimal number")
         if len(value) > _MAX_DIGITS_TEXT:
-            raise ValueError(f"a number of more than {_MAX_DIGITS_TEXT} characters")
+            raise NumberError(
+                "invalid_field", f"a number of more than {_MAX_DIGITS_TEXT} characters"
+            )
         if not _DECIMAL_TEXT.fullmatch(value):
-            raise ValueError(f"{value[:40]!r} is not a decimal number")
+            raise NumberError("invalid_field", f"{value[:40]!r} is not a decimal number")
         number = Decimal(value)
     elif isinstance(value, bool):
-        raise ValueError("expected a decimal number, got a boolean")
+        raise NumberError("invalid_field", "expected a decimal number, got a boolean")
     elif isinstance(value, int):
         number = Decimal(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError("expected a finite number")
+            raise NumberError("number_out_of_range", "expected a finite number")
         number = decimal_of_float(value)
     else:
-        raise ValueError(
-            f"expected a decimal number (string or number), got {type(value).__name__}"
+        raise NumberError(
+            "invalid_field",
+            f"expected a decimal number (string or number), got {type(value).__name__}",
         )
     magnitude = abs(number)
     if magnitude >= _MAX_MAGNITUDE_EXACT or (magnitude and magnitude < _MIN_MAGNITUDE_EXACT):
-        raise ValueError(f"{value!r} is out of range (1e-30 <= |x| < 1e30, or 0)")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise NumberError(
+            "number_out_of_range", f"{shown} is out of range (1e-30 <= |x| < 1e30, or 0)"
+        )
     return number
 
 
@@ -178,6 +201,18 @@ class AccountSnapshotIn(_Model):
     positions: list[SnapshotPositionIn] = Field(max_length=10_000)
 
 
+class AccountUpdateRecordIn(_Model):
+    """liqmon's whole-account merge (``account_update``): the balances and positions it lists
+    change, the rest of the account stays (the shape of Binance's ACCOUNT_UPDATE). Read as an
+    ``account_snapshot`` is, fields and limits alike."""
+
+    type: Literal["account_update"]
+    ts: Timestamp
+    account: Name
+    balances: list[SnapshotBalanceIn] = Field(max_length=1_000)
+    positions: list[SnapshotPositionIn] = Field(max_length=10_000)
+
+
 class AssetModeIn(_Model):
     """docs/collateral.md §1: single-asset (false) or multi-assets (true) mode."""
 
@@ -207,13 +242,18 @@ class MarginIn(_Model):
     delta: ExactDecimal
 
 
-def _malformed(error: ValidationError) -> MalformedRecord:
+def malformed(error: ValidationError, what: str = "") -> MalformedRecord:
+    """The :class:`MalformedRecord` of a model's first validation error: ``missing_field``,
+    the reason of a :class:`NumberError`, or ``invalid_field``; ``what`` prefixes the place."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "record"
+    where = f"{what} {where}" if what else where
     if first["type"] == "missing":
         return MalformedRecord("missing_field", f"{where} is required")
+    cause = first.get("ctx", {}).get("error")
+    reason = cause.reason if isinstance(cause, NumberError) else "invalid_field"
     message = first["msg"].removeprefix("Value error, ")
-    return MalformedRecord("invalid_field", f"{where}: {message}")
+    return MalformedRecord(reason, f"{where}: {message}")
 
 
 def _positive(name: str, value: Decimal) -> None:
@@ -225,7 +265,7 @@ def parse_contract(obj: dict[str, Any]) -> ContractRecord:
     try:
         spec = ContractIn.model_validate(obj)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
     _positive("contract_size", spec.contract_size)
     tiers = [Tier(b.floor, b.cap, b.mmr, b.cum) for b in spec.brackets]
     try:
@@ -241,7 +281,7 @@ def parse_balance(obj: dict[str, Any]) -> BalanceRecord:
     try:
         spec = BalanceIn.model_validate(obj)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
     return BalanceRecord(spec.ts, spec.account, spec.asset, spec.wallet)
 
 
@@ -249,7 +289,7 @@ def parse_position(obj: dict[str, Any]) -> PositionRecord:
     try:
         spec = PositionIn.model_validate(obj)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
     return _position(spec, spec.ts, spec.account)
 
 
@@ -282,7 +322,7 @@ def parse_account_snapshot(obj: dict[str, Any]) -> AccountUpdateRecord:
     try:
         spec = AccountSnapshotIn.model_validate({**obj, "type": "account_snapshot"})
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
     slots = [(p.symbol, p.side) for p in spec.positions]
     if len(set(slots)) != len(slots):
         raise MalformedRecord("invalid_field", "positions: a slot (symbol, side) appears twice")
@@ -302,7 +342,7 @@ def parse_asset_mode(obj: dict[str, Any]) -> AssetModeRecord:
     try:
         spec = AssetModeIn.model_validate(obj)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
     return AssetModeRecord(spec.ts, spec.account, spec.multi_assets)
 
 
@@ -310,7 +350,7 @@ def parse_collateral(obj: dict[str, Any]) -> CollateralRecord:
     try:
         spec = CollateralIn.model_validate(obj)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
     return CollateralRecord(spec.ts, spec.asset, spec.price, spec.haircut)
 
 
@@ -318,7 +358,7 @@ def parse_margin(obj: dict[str, Any]) -> MarginRecord:
     try:
         spec = MarginIn.model_validate(obj)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
     return MarginRecord(spec.ts, spec.account, spec.symbol, spec.side, spec.delta)
 
 
@@ -354,8 +394,8 @@ def funding_fields(obj: dict[str, Any]) -> tuple[Decimal | None, int | None]:
         )
     try:
         exact = to_decimal(rate)
-    except ValueError as exc:
-        raise MalformedRecord("invalid_field", f"funding_rate: {exc}") from None
+    except NumberError as exc:
+        raise MalformedRecord(exc.reason, f"funding_rate: {exc}") from None
     if type(when) is not int or not 0 <= when <= MAX_TS:
         raise MalformedRecord(
             "invalid_field", f"funding_ts must be a non-negative integer, got {when!r}"
@@ -412,6 +452,10 @@ _PARSERS = {
 }
 
 
+RECORD_TYPES = frozenset(_PARSERS)
+"""Every ``type`` of a normalized record."""
+
+
 def parse_object(obj: object) -> Record:
     """A record from an already decoded JSON value."""
     if type(obj) is not dict:
@@ -433,15 +477,30 @@ def parse_line(line: str | bytes) -> Record:
     return record
 
 
-def _holds_float(obj: dict[str, Any]) -> bool:
-    for value in obj.values():
-        if type(value) is float:
+def holds_float(obj: object) -> bool:
+    """Whether a decoded JSON value holds a number the fast decoder read as a double, at any
+    depth (walked without recursion)."""
+    pending = [obj]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is float:
             return True
-        if type(value) is list:
-            for item in value:
-                if type(item) is dict and _holds_float(item):
-                    return True
+        if kind is dict:
+            pending.extend(value.values())  # type: ignore[attr-defined]
+        elif kind is list:
+            pending.extend(value)  # type: ignore[arg-type]
     return False
+
+
+def exact_json(text: str | bytes) -> object:
+    """``text`` decoded with every JSON number exact: fractions and exponents as
+    :class:`Decimal`, integers as ``int``. For text the fast decoder already accepted (so
+    nested at most 1,024 deep, and its integers no longer than a double's range)."""
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError
+        raise MalformedRecord("invalid_json", str(exc)[:120]) from None
 
 
 def exact_numbers(obj: object, line: str | bytes) -> object:
@@ -450,8 +509,8 @@ def exact_numbers(obj: object, line: str | bytes) -> object:
     (the fast decoder reads them as doubles; a double cannot hold ``0.1`` or 20 digits).
     Ticks keep the fast path: their exact value is recovered lazily (see
     :data:`monitor.records.MarkSource`)."""
-    if type(obj) is dict and obj.get("type") != "tick" and _holds_float(obj):
-        return json.loads(line, parse_float=Decimal)
+    if type(obj) is dict and obj.get("type") != "tick" and holds_float(obj):
+        return exact_json(line)
     return obj
 
 

@@ -16,10 +16,8 @@ file handed to the operating system, so a killed recorder loses at most that int
 readers deliver every line of such a truncated file before reporting it truncated. A clean stop
 (the frames end, or cancellation) finishes the gzip stream.
 
-Errors::
-
-    LiqmonError
-    └── RecordingFailed     a file cannot be created or written (disk full, permissions, ...)
+Errors (in :mod:`monitor.errors`): :class:`~monitor.errors.RecordingFailed`, a file cannot be
+created or written (disk full, permissions, ...).
 """
 
 from __future__ import annotations
@@ -32,16 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from monitor.errors import ConfigError, LiqmonError
+from monitor.errors import ConfigError
+from monitor.errors import RecordingFailed as RecordingFailed
 
 SUFFIX = ".frames.gz"
 DEFAULT_ROTATE_BYTES = 1 << 30
 DEFAULT_ROTATE_SECONDS = 3600.0
 DEFAULT_FLUSH_INTERVAL_S = 1.0
-
-
-class RecordingFailed(LiqmonError):
-    """A recording file could not be created or written."""
 
 
 class RawFrame(Protocol):

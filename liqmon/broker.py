@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from monitor.errors import LocalBrokerFailed
+
 CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
@@ -36,10 +38,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class BrokerError(RuntimeError):
-    """The broker could not be started."""
-
-
 class LocalBroker:
     """``with LocalBroker() as broker: ... broker.url ...``; :meth:`stop` / :meth:`start` let a
     test take it away and bring it back on the same port."""
@@ -47,7 +45,7 @@ class LocalBroker:
     def __init__(self, *, port: int | None = None, persistent: bool = True) -> None:
         binary = mosquitto_binary()
         if binary is None:
-            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+            raise LocalBrokerFailed("mosquitto is not installed (apt-get install mosquitto)")
         self.binary = binary
         self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="liqmon-broker-"))
@@ -94,7 +92,7 @@ class LocalBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise BrokerError(f"mosquitto exited at start: {self.log_tail()}")
+                raise LocalBrokerFailed(f"mosquitto exited at start: {self.log_tail()}")
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
@@ -102,7 +100,9 @@ class LocalBroker:
                 return
             time.sleep(0.02)
         self.stop()
-        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
+        raise LocalBrokerFailed(
+            f"mosquitto did not listen on port {self.port} within {timeout_s} s"
+        )
 
     def stop(self) -> None:
         """Stop the broker (it saves its persistence first)."""

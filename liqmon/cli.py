@@ -22,16 +22,17 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from alerts.console import ConsoleSink
+from alerts.encoding import engine_notional
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink, engine_notional
+from alerts.publisher import MqttSink
 from alerts.sink import EventSink, FanOutSink
 from alerts.topics import ALERT_KINDS
-from feeds.brackets import BracketFileError, load_brackets
+from feeds.brackets import load_brackets
 from feeds.captures import FORMATS, UnknownFormat, detect_format
 from feeds.collateral import load_haircuts
 from feeds.files import UnreadableFile
 from feeds.frames import VENUES
-from feeds.live import FeedFailed, FeedSpec
+from feeds.live import FeedSpec
 from feeds.normalized import record_json
 from liqmon import __version__, logs
 from liqmon.capture_replay import replay_capture
@@ -50,7 +51,7 @@ from liqmon.summary import ReplayStats, render
 from liqmon.tail import tail
 from monitor.config import EngineConfig
 from monitor.engine import Engine
-from monitor.errors import ConfigError, RecordRefused
+from monitor.errors import ConfigError, LiqmonError, RecordRefused
 from monitor.records import ContractRecord
 from monitor.shock import parse_move, shock
 
@@ -882,21 +883,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "convert":
             return cmd_convert(args)
         return cmd_demo(args)
-    except FeedFailed as exc:
-        print(f"liqmon: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
-    except (ConfigError, BracketFileError) as exc:
-        print(f"liqmon: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except UnreadableFile as exc:
-        print(f"liqmon: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
+    except LiqmonError as exc:
+        return _fail(exc)
+    except BaseExceptionGroup as group:  # from a task group (liqmon run, the dashboard, ...)
+        ours, rest = group.split(LiqmonError)
+        if ours is None or rest is not None:
+            raise  # a bug, or an interruption: the traceback (or Python's exit) says it
+        return _fail(_first_leaf(ours))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (liqmon ... | head): not an error
         with contextlib.suppress(OSError):
             sys.stdout.close()
         return EXIT_OK
+
+
+def failure(exc: LiqmonError) -> tuple[str, int]:
+    """What ``liqmon`` says about an error of the tree (:mod:`monitor.errors`), on one line,
+    and its exit status: 2 for a bad setting or option, 1 for anything else."""
+    text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    status = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_UNREADABLE
+    return f"liqmon: {text or type(exc).__name__}", status
+
+
+def _fail(exc: LiqmonError) -> int:
+    line, status = failure(exc)
+    print(line, file=sys.stderr)
+    return status
+
+
+def _first_leaf(group: BaseExceptionGroup[LiqmonError]) -> LiqmonError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 if __name__ == "__main__":

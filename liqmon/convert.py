@@ -15,7 +15,7 @@ object per line (``feeds.normalized``):
 which for a current state is the exchange's ``liquidationPx``.
 
 :func:`book_payloads` is the final book of a replay (``--book-json``): one retained-state
-payload per open entity (``alerts.mqtt.state_payload``), in canonical order.
+payload per open entity (``alerts.encoding.state_payload``), in canonical order.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from alerts.mqtt import state_payload
+from alerts.encoding import state_payload
 from feeds.hyperliquid_state import AccountState, parse_meta, parse_state, snapshot
 from monitor.engine import Engine
 from monitor.errors import MalformedRecord

@@ -20,9 +20,12 @@ from importlib import resources
 from pathlib import Path
 
 from alerts.console import ConsoleSink
-from alerts.mqtt import MqttSettings, MqttSink, engine_notional, settings_from_url, subscribe
+from alerts.encoding import engine_notional
+from alerts.mqtt_settings import MqttSettings, settings_from_url
 from alerts.outbox import Outbox
+from alerts.publisher import MqttSink
 from alerts.topics import event_filter
+from feeds.mqtt_input import subscribe
 from liqmon import __version__
 from liqmon.broker import LocalBroker, mosquitto_binary
 from liqmon.dashboard.server import Dashboard, DashboardOptions

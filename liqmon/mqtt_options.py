@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from alerts.mqtt import MqttSettings, settings_from_url
+from alerts.mqtt_settings import MqttSettings, settings_from_url
 from alerts.outbox import Outbox
 from alerts.topics import DEFAULT_PREFIX
 

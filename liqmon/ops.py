@@ -20,7 +20,7 @@ from alerts.topics import ALERT_KINDS, FEED_KINDS
 from monitor.engine import Engine
 
 if TYPE_CHECKING:
-    from alerts.mqtt import MqttSink
+    from alerts.publisher import MqttSink
     from feeds.live import FeedStats
     from liqmon.inbox import Inbox
     from liqmon.runtime import Runtime

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +107,15 @@ def load_snapshot(path: Path) -> EngineSnapshot:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # what numpy lets through
         raise SnapshotError(f"unreadable snapshot {path}: {exc}") from exc
     meta = arrays.pop("__meta__", None)
     if meta is None:
         raise SnapshotError(f"unreadable snapshot {path}: no metadata")
-    return EngineSnapshot(arrays, orjson.loads(meta.tobytes()))
+    try:
+        return EngineSnapshot(arrays, orjson.loads(meta.tobytes()))
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"unreadable snapshot {path}: its metadata is not JSON") from exc
 
 
 @dataclass

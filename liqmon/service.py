@@ -30,13 +30,15 @@ from typing import Any
 
 import structlog
 
+from alerts.encoding import engine_notional
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink, Received, engine_notional, subscribe
 from alerts.outbox import OutboundMessage, Outbox
+from alerts.publisher import MqttSink
 from alerts.sink import EventSink, OutputEvent
 from alerts.topics import ALERT_KINDS
 from feeds.health import FeedHealth
 from feeds.live import FeedFailed, FeedStats
+from feeds.mqtt_input import Received, subscribe
 from feeds.replay_source import Pacer, ReplayItem, replay_items
 from liqmon import __version__
 from liqmon.hyperliquid_watch import HyperliquidWatch

@@ -36,7 +36,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from alerts.mqtt import MqttSettings, settings_from_url
+from alerts.mqtt_settings import MqttSettings, settings_from_url
 from alerts.topics import DEFAULT_PREFIX
 from feeds.hyperliquid_info import WatchSpec, info_url_of
 from feeds.live import FeedSpec

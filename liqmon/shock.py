@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from alerts.console import format_time
+from monitor.errors import BadRequest as BadRequest
 from monitor.shock import parse_move, shock
 
 if TYPE_CHECKING:
@@ -30,15 +31,6 @@ MAX_REQUEST_BYTES = 65_536
 MAX_MOVES = 64
 MAX_SYMBOL_LENGTH = 64
 OUTCOME_KINDS = ("liquidations", "warnings", "recoveries")
-
-
-class BadRequest(ValueError):
-    """A request that cannot be answered; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def parse_moves(moves: object) -> dict[str, Decimal]:

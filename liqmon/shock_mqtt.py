@@ -23,8 +23,9 @@ import orjson
 import structlog
 
 from alerts.link import LinkDown, MqttLink
-from alerts.mqtt import MqttSettings, Received
+from alerts.mqtt_settings import MqttSettings
 from alerts.topics import shock_request_topic, shock_response_topic
+from feeds.mqtt_input import Received
 from liqmon.shock import Collection, answer, refusal, request_payload
 from monitor.engine import Engine
 

@@ -1,15 +1,18 @@
-"""``liqmon tail``: print alerts (and optionally state) from a broker as they arrive."""
+"""``liqmon tail``: print alerts, feed events (and optionally state) from a broker as they
+arrive. A message it cannot render (not what liqmon publishes) is shown as such, never fatal."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections import OrderedDict
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from alerts.console import colour_for, render_payload, render_state
-from alerts.mqtt import MqttSettings, Received, subscribe
+from alerts.mqtt_settings import MqttSettings
 from alerts.topics import event_filter, state_filter
+from feeds.mqtt_input import Received, subscribe
 
 SEEN_IDS = 10_000
 
@@ -23,6 +26,7 @@ class Printer:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.alerts = 0
         self.duplicates = 0
+        self.unreadable = 0
         self._expected: int | None = None
         self.all_arrived = asyncio.Event()
 
@@ -48,7 +52,7 @@ class Printer:
             if body is None:
                 self._write(f"[state cleared] {message.topic}")
             else:
-                self._write(render_state(body))
+                self._write(self._rendered(message.topic, body, render_state))
             return
         if body is None:
             return
@@ -60,10 +64,19 @@ class Printer:
         if len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
         self.alerts += 1
-        text = render_payload(body)
+        text = self._rendered(message.topic, body, render_payload)
         kind = str(body.get("event"))
         self._write(colour_for(kind, text) if self._colour else text)
         self._check()
+
+    def _rendered(
+        self, topic: str, body: dict[str, Any], render: Callable[[dict[str, Any]], str]
+    ) -> str:
+        try:
+            return render(body)
+        except (KeyError, TypeError, ValueError, AttributeError):  # another publisher's message
+            self.unreadable += 1
+            return f"[unreadable] {topic}: {str(body)[:200]}"
 
     def _write(self, text: str) -> None:
         self._stream.write(text + "\n")

@@ -29,7 +29,7 @@ from monitor.book import NONE, POOL, Collateral
 from monitor.config import EngineConfig
 from monitor.contracts import Tier, make_contract
 from monitor.engine import Engine
-from monitor.errors import LiqmonError
+from monitor.errors import SnapshotError as SnapshotError
 from monitor.pools import value_pool
 from monitor.records import MarkSource
 
@@ -41,10 +41,6 @@ _EXACT = (
     ("entities", "wallet_exact"),
     ("balances", "wallet_exact"),
 )
-
-
-class SnapshotError(LiqmonError):
-    """A snapshot cannot be restored (unknown version, inconsistent content)."""
 
 
 def mark_text(source: MarkSource) -> str:

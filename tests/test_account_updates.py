@@ -156,7 +156,20 @@ def test_account_update_applies_atomically() -> None:
             _update([], [{"s": "X", "pa": "1", "ep": "0", "mt": "cross", "ps": "BOTH"}]),
             "invalid_field",
         ),
-        (_update([{"a": "USDT", "cw": "NaN"}], []), "invalid_field"),
+        (_update([{"a": "USDT", "cw": "NaN"}], []), "non_finite_number"),
+        (_update([{"a": "USDT", "cw": "\u0661\u0662"}], []), "non_ascii_digits"),
+        (_update([{"a": "USDT", "cw": "1e31"}], []), "number_out_of_range"),
+        (_update([{"a": "USDT", "cw": "1"}, {"a": "USDT", "cw": "2"}], []), "invalid_field"),
+        (
+            _update(
+                [],
+                [
+                    {"s": "X", "pa": "1", "ep": "1", "mt": "cross", "ps": "BOTH"},
+                    {"s": "X", "pa": "2", "ep": "1", "mt": "cross", "ps": "BOTH"},
+                ],
+            ),
+            "invalid_field",
+        ),
         (
             _update([], [{"s": "X", "pa": "1", "ep": "1", "mt": "margin", "ps": "BOTH"}]),
             "invalid_field",
@@ -166,8 +179,9 @@ def test_account_update_applies_atomically() -> None:
 def test_malformed_account_updates_are_refused_with_a_reason(
     message: dict[str, object], reason: str
 ) -> None:
-    """Wrong event, missing time, a zero entry for an open position, NaN, an unknown margin
-    type: each is a MalformedRecord with a stable reason."""
+    """Wrong event, missing time, a zero entry for an open position, NaN, digits of another
+    script, a number out of range, an asset or a slot listed twice (one message, two truths),
+    an unknown margin type: each is a MalformedRecord with a stable reason."""
     with pytest.raises(MalformedRecord) as caught:
         parse_account_update(message, "a")
     assert caught.value.reason == reason

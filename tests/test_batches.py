@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from feeds.batches import AccountRun, OneRecord, Refused, TickRun, buffers, decode_buffer
@@ -172,6 +172,28 @@ def test_long_runs_take_the_fast_path() -> None:
     assert len(items[0].symbols) == 500  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("odd", ["0\\n", "\\n5", " 1", "1 ", "\\t2"])
+@pytest.mark.parametrize("field", ["wallet", "qty"])
+def test_a_decimal_with_white_space_in_a_long_run_is_refused_like_its_line(
+    odd: str, field: str
+) -> None:
+    """A balance or position inside a run long enough for the column parser, one decimal of
+    which holds a newline or a space (escaped in the JSON string): the buffer decoder refuses
+    that record exactly as the line parser does, and takes the others (``float()`` would read
+    ``"0\\n"`` as 0; the column parser used to fail on it)."""
+    position = (
+        '{"type":"position","ts":7,"account":"a%d","symbol":"BTCUSDT","side":"both",'
+        '"mode":"cross","qty":"%s","entry":"60000","leverage":"10"}'
+    )
+    balance = '{"type":"balance","ts":8,"account":"a%d","asset":"USDT","wallet":"%s"}'
+    template = balance if field == "wallet" else position
+    lines = [template % (i, "1.5") for i in range(40)]
+    lines[20] = template % (20, odd)
+    text = "\n".join(lines) + "\n"
+    assert _decoded(text) == _expected(text)
+    assert _expected(text)[20][1][0] == "refused"
+
+
 def test_buffers_cut_at_line_boundaries_and_count_lines(tmp_path: Path) -> None:
     """``buffers`` hands out whole lines with the number of the first, gzip or not, with or
     without a final newline."""
@@ -195,6 +217,8 @@ DECIMAL_TEXT = st.from_regex(r"-?[0-9]{1,12}(\.[0-9]{0,8})?", fullmatch=True)
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(DECIMAL_TEXT, st.text(max_size=6)), max_size=40))
+@example(["0\n"])
+@example(["1", "2\n3", " 4"])
 def test_decimal_columns_are_exact(texts: list[str]) -> None:
     """Every text the column parser takes gives the float ``float()`` gives and the exact
     mantissa and exponent of its ``Decimal``; what it does not take is flagged, never guessed."""

@@ -30,6 +30,7 @@ from feeds.captures import (
 )
 from feeds.files import UnreadableFile
 from feeds.frames import FrameParser
+from feeds.normalized import RECORD_TYPES
 from feeds.tardis import TardisDerivativeTicker
 from feeds.ticks import MAX_FRAME_BYTES, NOTHING
 from monitor.errors import LiqmonError
@@ -86,6 +87,18 @@ def test_synthetic_files_of_every_format(tmp_path: Path, fmt: str, compress: boo
     content = b"\n\npong\n" + SYNTHETIC[fmt] if fmt != "tardis" else SYNTHETIC[fmt]
     path.write_bytes(gzip.compress(content) if compress else content)
     assert detect_format(path) == fmt
+
+
+@pytest.mark.parametrize("record_type", sorted(RECORD_TYPES))
+def test_a_file_starting_with_any_record_type_is_normalized(
+    tmp_path: Path, record_type: str
+) -> None:
+    """Whichever record opens a file of normalized records (an account snapshot or update
+    dumped by a trading system, an asset mode, ...), the file is recognised as normalized:
+    detection knows every type the parser does, from the same list."""
+    path = tmp_path / "accounts.jsonl"
+    path.write_bytes(json.dumps({"type": record_type, "ts": 1, "account": "a"}).encode() + b"\n")
+    assert detect_format(path) == "normalized"
 
 
 @pytest.mark.parametrize(

@@ -326,6 +326,27 @@ def test_user_data_frames_need_their_account_named() -> None:
         ]
 
 
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_captured_account_update_reads_json_numbers_from_their_text(wrapped: bool) -> None:
+    """A user-data ``ACCOUNT_UPDATE`` frame whose wallet, quantity and price are JSON numbers
+    of 20 significant digits (Binance sends strings; a relay may not): the record holds the
+    decimals written, not the doubles nearest to them (which ``float`` would give)."""
+    text = (
+        '{"e":"ACCOUNT_UPDATE","E":7,"a":{"m":"ORDER","B":[{"a":"USDT","wb":1,'
+        '"cw":1234567890.1234567891}],"P":[{"s":"BTCUSDT","pa":0.12345678901234567891,'
+        '"ep":61800.123456789012345,"mt":"cross","iw":0,"ps":"BOTH"}]}}'
+    )
+    if wrapped:
+        text = '{"stream":"key","data":' + text + "}"
+    (record,) = FrameParser(account="acc").parse(text, None).records
+    assert isinstance(record, AccountUpdateRecord)
+    assert record.balances == (("USDT", D("1234567890.1234567891")),)
+    (position,) = record.positions
+    assert position.qty == D("0.12345678901234567891")
+    assert position.entry == D("61800.123456789012345")
+    assert float(position.qty) == 0.12345678901234568  # what a double would have kept
+
+
 # ---------------------------------------------------------------------------------------------
 # Funding fields of mark streams
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from alerts.console import ConsoleSink, format_time, render
+from alerts.console import ConsoleSink, format_time, render, render_payload
+from feeds.health import FeedRecovered, FeedStalled
 from feeds.normalized import parse_line
 from monitor.engine import Engine
 from monitor.events import (
@@ -207,3 +208,41 @@ async def test_console_sink_colours_by_kind_when_asked() -> None:
     assert "LIQUIDATED" in first
     assert second.startswith("\033[32m")
     assert "RECOVERED" in second
+
+
+STALL = FeedStalled(
+    id="s1",
+    ts=1_637_000_012_000,
+    venue="binance-usdm",
+    symbol="XRPUSDT",
+    since_ns=1_637_000_000_000_000_000,
+    last_mark_ns=1_637_000_000_000_000_000,
+    last_mark=1.20932,
+    stale_ns=12_000_000_000,
+    stale_after_ns=5_000_000_000,
+)
+BACK = FeedRecovered(
+    id="r1",
+    ts=1_637_000_015_500,
+    venue="binance-usdm",
+    symbol="XRPUSDT",
+    since_ns=1_637_000_000_000_000_000,
+    recovered_ns=1_637_000_015_500_000_000,
+    stale_ns=15_500_000_000,
+    mark=1.1655,
+)
+
+
+def test_feed_events_render_as_one_line_naming_venue_and_symbol() -> None:
+    """``feed_stale`` and ``feed_recovered`` payloads have no entity (no ``scope``): they render
+    as one line with the venue, the symbol, how long the silence lasted and the mark, instead
+    of failing on the missing entity fields (``liqmon tail`` used to stop with KeyError)."""
+    assert render_payload(STALL.to_payload()) == (
+        "2021-11-15 18:13:32.000Z  FEED STALE  binance-usdm XRPUSDT: no mark for 12 s "
+        "(last 1.20932)"
+    )
+    assert render_payload(BACK.to_payload()) == (
+        "2021-11-15 18:13:35.500Z  FEED RECOVERED  binance-usdm XRPUSDT after 15.5 s at 1.1655"
+    )
+    never = render_payload({**STALL.to_payload(), "last_mark": None, "last_mark_ts": None})
+    assert never.endswith("no mark for 12 s (last —)")

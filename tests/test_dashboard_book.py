@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from alerts.mqtt import engine_notional, state_payload
+from alerts.encoding import engine_notional, state_payload
 from alerts.sink import MemorySink
 from alerts.topics import event_topic, state_topic, status_topic
 from liqmon.dashboard.book import ROW_FIELDS, Book

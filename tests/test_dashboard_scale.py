@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.mqtt import engine_notional, state_payload
+from alerts.encoding import engine_notional, state_payload
 from alerts.topics import state_topic
 from bench.generate import Workload
 from feeds.normalized import parse_line

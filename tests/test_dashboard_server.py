@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from alerts.mqtt import state_payload
+from alerts.encoding import state_payload
 from alerts.topics import state_topic
 from liqmon.broker import LocalBroker
 from monitor.events import EntityRef, MarginStateChanged, PositionView

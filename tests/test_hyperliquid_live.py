@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from alerts.schema import StatePayload
 from alerts.topics import ALERT_KINDS
+from feeds.backoff import ReconnectPolicy
 from feeds.frames import FrameParser
 from feeds.hyperliquid_info import (
     InfoFailed,
@@ -33,7 +34,7 @@ from feeds.hyperliquid_info import (
     weight_per_minute,
 )
 from feeds.hyperliquid_state import parse_meta, parse_state
-from feeds.live import FeedSpec, FeedStats, ReconnectPolicy, frames
+from feeds.live import FeedSpec, FeedStats, frames
 from feeds.ticks import MarkTick
 from liqmon.broker import LocalBroker
 from liqmon.cli import main

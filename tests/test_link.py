@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from alerts.link import LinkDown, MqttLink
-from alerts.mqtt import Received, settings_from_url
+from alerts.mqtt_settings import settings_from_url
+from feeds.mqtt_input import Received
 from liqmon.broker import LocalBroker
 from tests.mqtt_support import Collector
 

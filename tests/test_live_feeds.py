@@ -22,6 +22,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
 from websockets.http11 import Response
 
+from feeds.backoff import ReconnectPolicy
 from feeds.frames import FrameParser
 from feeds.health import FeedHealth, FeedRecovered
 from feeds.live import (
@@ -32,10 +33,8 @@ from feeds.live import (
     FeedSpec,
     FeedStats,
     Frame,
-    ReconnectPolicy,
     classify,
     frames,
-    reconnect_delay,
     retryable,
     subscription,
 )
@@ -145,35 +144,6 @@ def server_topics(venue: str, symbols: tuple[str, ...]) -> list[str]:
 
 
 # --- pure policy --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("attempt", "u", "expected"),
-    [
-        (0, 0.0, 0.5),  # the floor, however small the draw
-        (0, 0.999, 1.0 * 0.999),  # window base·2^0 = 1
-        (1, 0.5, 1.0),  # window 2, half of it
-        (3, 0.5, 4.0),  # window 8
-        (5, 0.999, 10.0 * 0.999),  # window capped at 10
-        (10_000, 0.5, 5.0),  # a huge attempt count neither overflows nor exceeds the cap
-        (-3, 0.999, 1.0 * 0.999),  # a negative count is attempt 0
-    ],
-)
-def test_reconnect_delay_is_capped_full_jitter_with_a_floor(
-    attempt: int, u: float, expected: float
-) -> None:
-    """The delay is max(minimum, min(cap, base·2^attempt)·u) for every attempt and draw."""
-    policy = ReconnectPolicy(base_s=1.0, cap_s=10.0, minimum_s=0.5)
-    assert reconnect_delay(attempt, policy, lambda: u) == pytest.approx(expected)
-
-
-def test_reconnect_delay_spreads_clients_over_the_window() -> None:
-    """With a real random source, delays stay inside [minimum, window] and are not all equal
-    (full jitter), so clients dropped together do not return together."""
-    policy = ReconnectPolicy(base_s=1.0, cap_s=8.0, minimum_s=0.1)
-    delays = [reconnect_delay(3, policy) for _ in range(200)]
-    assert all(0.1 <= delay <= 8.0 for delay in delays)
-    assert len({round(delay, 6) for delay in delays}) > 100
 
 
 def _status(code: int) -> InvalidStatus:

@@ -469,14 +469,15 @@ def test_tier_amount_off_by_a_cent_warns() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bugs
+# Regressions: edge cases that were once wrong, each pinned by its test
 
 
 def test_liquidation_price_at_a_maintenance_jump() -> None:
     """With ``cum_2 = 3`` where continuity needs 1, MM drops by 2 at N = 100. A long of 1 at
     EP 150 with wallet 50.5 is liquidated at every mark below 100 (MB = 0.5 + (P − 100) ≤
     P·0.01) and safe at 100 and above (MM = P·0.02 − 3 < MB): its liquidation price is 100.
-    No piece has a self-consistent root, and solve_price reports "no liquidation price"."""
+    No tier piece has a self-consistent root there; solve_price still finds 100, the tier floor
+    where ``MB − MM`` jumps across zero (docs/choices.md: such a floor counts)."""
     contract = make_contract(
         "XUSDT",
         "linear",
@@ -498,8 +499,9 @@ def test_liquidation_price_at_a_maintenance_jump() -> None:
 
 
 def test_engine_publishes_the_lp_of_a_maintenance_jump() -> None:
-    """End to end: the engine rightly liquidates the position above at 99.9, and its event
-    should carry the liquidation price 100 (it publishes ``null``)."""
+    """End to end: the engine liquidates the position above at 99.9, and its event carries
+    the liquidation price 100 (the jump's floor, not ``null``) and the bankruptcy price
+    99.5."""
     contract = make_contract(
         "XUSDT",
         "linear",
@@ -526,7 +528,7 @@ EXACT_LP_QTY = D("1.234567890123")
 
 def test_unrealized_pnl_exact_of_a_short_is_exact() -> None:
     """Long and short uPnL are exact negatives: here ``q·(P − EP)`` needs 32 significant
-    digits, which the long keeps and the short rounds to 28."""
+    digits, and both keep all of them (the short's was once rounded to 28)."""
     mark = D("99.0000000000000000013")
     long = Leg.of(EXACT_LP_QTY, D(100), EXACT_LP_CONTRACT)
     short = Leg.of(-EXACT_LP_QTY, D(100), EXACT_LP_CONTRACT)
@@ -535,8 +537,9 @@ def test_unrealized_pnl_exact_of_a_short_is_exact() -> None:
 
 
 def test_long_at_exactly_its_liquidation_price_is_liquidated() -> None:
-    """Control for the bug below: ``MB = MM`` exactly counts as liquidated (``MB <= MM``).
-    Long q at EP 100, wallet ``q·(EP − 0.99·P)`` (35 digits, exact), mark P: MB = MM."""
+    """``MB = MM`` exactly counts as liquidated (``MB <= MM``): long q at EP 100, wallet
+    ``q·(EP − 0.99·P)`` (35 digits, exact), mark P, so MB = MM to the last digit. (The control
+    of the short case below.)"""
     mark = D("99.0000000000000000013")
     with localcontext(EXACT):
         wallet = EXACT_LP_QTY * (100 - mark * D("0.99"))
@@ -548,9 +551,9 @@ def test_long_at_exactly_its_liquidation_price_is_liquidated() -> None:
 
 def test_short_at_exactly_its_liquidation_price_is_liquidated() -> None:
     """Mirror of the control: short q at EP 100, wallet ``q·(1.01·P − EP)``, mark P, so
-    ``W − q·(P − EP) = 0.01·q·P`` exactly. The engine should liquidate; it raises a 0.9
-    warning with margin ratio 1.0 instead, because the rounded uPnL leaves MB 1.6e-28 above
-    MM."""
+    ``W − q·(P − EP) = 0.01·q·P`` exactly. The engine liquidates: the short's uPnL is computed
+    exactly (a uPnL rounded to 28 digits once left MB 1.6e-28 above MM, and gave a 0.9 warning
+    with margin ratio 1.0 instead)."""
     mark = D("101.0000000000000000013")
     with localcontext(EXACT):
         wallet = EXACT_LP_QTY * (mark * D("1.01") - 100)

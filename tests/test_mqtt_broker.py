@@ -17,8 +17,9 @@ import orjson
 import pytest
 
 from alerts.jsonl import JsonLinesSink
-from alerts.mqtt import MqttSink, settings_from_url
+from alerts.mqtt_settings import settings_from_url
 from alerts.outbox import Outbox
+from alerts.publisher import MqttSink
 from alerts.schema import ALERT_MODELS, StatePayload, StatusPayload
 from alerts.sink import FanOutSink
 from alerts.topics import event_topic

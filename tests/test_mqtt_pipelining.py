@@ -21,16 +21,10 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alerts.mqtt import (
-    CONTENT_TYPE,
-    IN_FLIGHT,
-    STATES_IN_FLIGHT,
-    MqttSink,
-    PackedProperties,
-    publish_properties,
-    settings_from_url,
-)
+from alerts.encoding import CONTENT_TYPE, PackedProperties, publish_properties
+from alerts.mqtt_settings import settings_from_url
 from alerts.outbox import Outbox
+from alerts.publisher import IN_FLIGHT, STATES_IN_FLIGHT, MqttSink
 from monitor.events import EntityRef, MarginStateChanged
 
 

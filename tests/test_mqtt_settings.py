@@ -1,10 +1,10 @@
-"""MQTT settings, reconnect policy and topic names: the pure parts of the MQTT sink."""
+"""MQTT settings and topic names: the pure parts of the MQTT clients."""
 
 from __future__ import annotations
 
 import pytest
 
-from alerts.mqtt import reconnect_delay, settings_from_url
+from alerts.mqtt_settings import settings_from_url
 from alerts.topics import event_filter, event_topic, level, state_filter, state_topic
 from monitor.errors import ConfigError
 from monitor.events import EntityRef
@@ -34,16 +34,6 @@ def test_bad_urls_fail_with_a_message_naming_mqtt(url: str) -> None:
     """A URL that is not mqtt(s)://host[:port] is a configuration error, not a crash."""
     with pytest.raises(ConfigError, match="mqtt"):
         settings_from_url(url)
-
-
-def test_reconnect_delay_grows_exponentially_with_full_jitter_and_a_cap() -> None:
-    """The window doubles per attempt up to the cap; jitter scales it; never below the
-    minimum interval (the library would otherwise reconnect at once)."""
-    assert reconnect_delay(0, rand=lambda: 1.0) == 0.5
-    assert reconnect_delay(3, rand=lambda: 1.0) == 4.0
-    assert reconnect_delay(20, rand=lambda: 1.0) == 30.0
-    assert reconnect_delay(5, rand=lambda: 0.5) == 8.0
-    assert reconnect_delay(5, rand=lambda: 0.0) == 0.2
 
 
 def test_names_are_encoded_into_single_topic_levels() -> None:

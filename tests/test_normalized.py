@@ -335,19 +335,24 @@ def test_price_of_refuses_a_negative_mark() -> None:
 # -- other numbers ------------------------------------------------------------------------------
 
 BAD_DECIMALS = [
-    '"NaN"',
-    '"sNaN"',
-    '"-Infinity"',
-    '"1e400"',
-    str(10**40),
-    '"-1e31"',
-    "true",
-    "false",
-    '"abc"',
-    '""',
-    "[1]",
-    '{"v": 1}',
-    '"' + "1" * 65 + '"',
+    ('"NaN"', "non_finite_number"),
+    ('"sNaN"', "non_finite_number"),
+    ('"-Infinity"', "non_finite_number"),
+    ('"1e400"', "number_out_of_range"),
+    (str(10**40), "number_out_of_range"),
+    ('"-1e31"', "number_out_of_range"),
+    ('"1e-31"', "number_out_of_range"),
+    ('"\\u0661\\u0662"', "non_ascii_digits"),  # Arabic-Indic 12
+    ('"\\uff11\\uff12"', "non_ascii_digits"),  # fullwidth 12
+    ('"1\\u00bd"', "non_ascii_digits"),  # a vulgar fraction is numeric too
+    ('"12\\u20ac"', "invalid_field"),  # non-ASCII, but no digit
+    ("true", "invalid_field"),
+    ("false", "invalid_field"),
+    ('"abc"', "invalid_field"),
+    ('""', "invalid_field"),
+    ("[1]", "invalid_field"),
+    ('{"v": 1}', "invalid_field"),
+    ('"' + "1" * 65 + '"', "invalid_field"),
 ]
 DECIMAL_FIELDS = [
     (POSITION, "qty"),
@@ -361,11 +366,15 @@ DECIMAL_FIELDS = [
 DECIMAL_IDS = [f"{r['type']}-{f}" for r, f in DECIMAL_FIELDS]
 
 
-@pytest.mark.parametrize("raw", BAD_DECIMALS)
+@pytest.mark.parametrize(("raw", "reason"), BAD_DECIMALS)
 @pytest.mark.parametrize(("record", "field"), DECIMAL_FIELDS, ids=DECIMAL_IDS)
-def test_bad_decimal_is_an_invalid_field(record: dict[str, Any], field: str, raw: str) -> None:
-    """Non-finite, out-of-range, boolean or non-numeric quantities: ``invalid_field``."""
-    assert _reason(_raw(record, field, raw)) == "invalid_field"
+def test_bad_decimal_is_refused_with_its_reason(
+    record: dict[str, Any], field: str, raw: str, reason: str
+) -> None:
+    """Non-finite words, out-of-range values and digits of other scripts each have their own
+    reason; booleans, containers and other text are ``invalid_field``. Nothing of it is read
+    as a number (``Decimal("\u0661\u0662")`` would be 12)."""
+    assert _reason(_raw(record, field, raw)) == reason
 
 
 @pytest.mark.parametrize("raw", NOT_JSON_NUMBERS)
@@ -382,8 +391,8 @@ def test_non_json_number_literal_as_quantity_is_invalid_json(
 def test_overflowing_number_literal_as_quantity_is_refused(
     record: dict[str, Any], field: str, raw: str
 ) -> None:
-    """A number beyond double range is refused by the decoder or as an invalid field."""
-    assert _reason(_raw(record, field, raw)) in {"invalid_json", "invalid_field"}
+    """A number beyond double range is refused by the decoder or as out of range."""
+    assert _reason(_raw(record, field, raw)) in {"invalid_json", "number_out_of_range"}
 
 
 @pytest.mark.parametrize(
@@ -401,13 +410,23 @@ def test_null_quantity_is_refused(record: dict[str, Any], field: str, reason: st
     assert _reason(_raw(record, field, "null")) == reason
 
 
-@pytest.mark.parametrize("raw", ['"NaN"', '"1e400"', "true", '"abc"', "null"])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('"NaN"', "non_finite_number"),
+        ('"1e400"', "number_out_of_range"),
+        ("true", "invalid_field"),
+        ('"abc"', "invalid_field"),
+        ("null", "invalid_field"),
+    ],
+)
 @pytest.mark.parametrize("field", ["floor", "cap", "mmr", "cum"])
-def test_bad_bracket_number_is_an_invalid_field(field: str, raw: str) -> None:
-    """A bracket value that is not a finite number is an invalid field, not a tier problem."""
+def test_bad_bracket_number_is_refused_as_a_number(field: str, raw: str, reason: str) -> None:
+    """A bracket value that is not a finite number is refused for the number, not as a tier
+    problem."""
     first = json.loads(_raw(CONTRACT["brackets"][0], field, raw))
     line = _line(CONTRACT, brackets=[first, CONTRACT["brackets"][1]])
-    assert _reason(line) == "invalid_field"
+    assert _reason(line) == reason
 
 
 @pytest.mark.parametrize(

@@ -164,11 +164,16 @@ LIQMON_SANS_IO = sorted(
         ROOT / "liqmon" / "shock.py",
         *(ROOT / "liqmon" / "dashboard" / f"{name}.py" for name in ("book", "ladder", "throttle")),
         ROOT / "liqmon" / "dashboard" / "access.py",
+        ROOT / "alerts" / "encoding.py",
+        ROOT / "alerts" / "topics.py",
+        ROOT / "feeds" / "backoff.py",
+        ROOT / "feeds" / "input_messages.py",
     ]
 )
-"""The pure parts of the shell: the what-if protocol, and the dashboard's book model, ladders,
+"""The pure parts of the shell: the what-if protocol, the dashboard's book model, ladders,
 coalescing and access policy (their drivers are liqmon/shock_mqtt.py and the dashboard's
-bridge and server)."""
+bridge and server), the MQTT wire encoding and topic names (driven by alerts/publisher.py), the
+reconnect backoff, and the reading of an MQTT input message (driven by the service)."""
 
 
 def _urllib_modules(tree: ast.AST) -> set[str]:

@@ -236,7 +236,7 @@ def test_account_records_over_mqtt_give_the_events_of_the_replay(
         [
             "invalid_json",
             "invalid_field",
-            "invalid_field",
+            "number_out_of_range",
             "margin_not_open_isolated",
             "unknown_symbol",
             "unknown_topic",

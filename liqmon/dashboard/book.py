@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from liqmon.dashboard.ladder import DEFAULT_BUCKETS, DEFAULT_STEP_PCT, LadderEntry, ladder
+from monitor.errors import MalformedRecord
 
 ROW_FIELDS = (
     "id",
@@ -83,13 +84,16 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-class Malformed(ValueError):
+class _Malformed(MalformedRecord):
     """A message that is not what liqmon publishes on that topic."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("malformed_message", detail)
 
 
 def _required(value: float | None, name: str) -> float:
     if value is None:
-        raise Malformed(f"{name} is not a finite number")
+        raise _Malformed(f"{name} is not a finite number")
     return value
 
 
@@ -165,7 +169,7 @@ class _Names:
 def _side(value: object) -> int:
     side = _SIDE_INDEX.get(value) if isinstance(value, str) else None
     if side is None:
-        raise Malformed("a side is both, long or short")
+        raise _Malformed("a side is both, long or short")
     return side
 
 
@@ -173,19 +177,19 @@ def _parse_state(
     body: Mapping[str, Any], symbols: _Names, assets: _Names
 ) -> tuple[list[Any], tuple[Leg, ...], bool]:
     """The compact row (without its id), the legs and the liquidating flag of a state body;
-    :class:`Malformed` when it is not a state."""
+    :class:`_Malformed` when it is not a state."""
     account, asset = _text(body.get("account")), _text(body.get("asset"))
     scope = body.get("scope")
     if account is None or asset is None or scope not in ("cross", "isolated"):
-        raise Malformed("a state names its account, scope and asset")
+        raise _Malformed("a state names its account, scope and asset")
     symbol = _text(body.get("symbol")) if scope == "isolated" else None
     if scope == "isolated" and symbol is None:
-        raise Malformed("an isolated state names its symbol and side")
+        raise _Malformed("an isolated state names its symbol and side")
     side = _side(body.get("side")) if scope == "isolated" else -1
     liquidating = body.get("liquidating") is True
     positions = body.get("positions")
     if not isinstance(positions, list):
-        raise Malformed("positions is not a list")
+        raise _Malformed("positions is not a list")
     ratio = _num(body.get("margin_ratio"))
     mb = _required(_num(body.get("margin_balance")), "margin_balance")
     mm = _required(_num(body.get("maintenance_margin")), "maintenance_margin")
@@ -193,7 +197,7 @@ def _parse_state(
     parsed: list[tuple[str, int, float, float, float | None, float | None, Any, bool, Any]] = []
     for p in positions:
         if not isinstance(p, dict) or _text(p.get("symbol")) is None:
-            raise Malformed("a position names its symbol")
+            raise _Malformed("a position names its symbol")
         mark = _required(_num(p.get("mark")), "mark")
         qty = _required(_num(p.get("qty")), "qty")
         liq, bkr = _num(p.get("liquidation_price")), _num(p.get("bankruptcy_price"))
@@ -351,7 +355,7 @@ class Book:
                 return self._event(topic.removeprefix(self._events_prefix), body)
             if topic.startswith(self._status_prefix):
                 return self._status(topic.removeprefix(self._status_prefix), body)
-        except Malformed:
+        except _Malformed:
             self.malformed += 1
         return False
 
@@ -448,10 +452,10 @@ class Book:
         if body is None:
             return False
         if kind not in ALERT_KINDS + FEED_KINDS or body.get("event") != kind:
-            raise Malformed(f"not an event of kind {kind}")
+            raise _Malformed(f"not an event of kind {kind}")
         event_id = _text(body.get("id"))
         if event_id is None:
-            raise Malformed("an event carries its id")
+            raise _Malformed("an event carries its id")
         if event_id in self._seen:
             self.duplicates += 1
             return False
@@ -481,7 +485,7 @@ class Book:
         else:
             status = body.get("status")
             if status not in ("online", "offline"):
-                raise Malformed("a status is online or offline")
+                raise _Malformed("a status is online or offline")
             self.instances[name] = {
                 "instance": _text(body.get("instance")) or name,
                 "status": status,

@@ -16,7 +16,8 @@ from typing import Any
 import structlog
 
 from alerts.link import MqttLink
-from alerts.mqtt import MqttSettings, Received
+from alerts.mqtt_settings import MqttSettings
+from feeds.mqtt_input import Received
 from liqmon.dashboard.book import Book
 from liqmon.shock_mqtt import ShockAsker
 

@@ -35,7 +35,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alerts.mqtt import MqttSettings
+from alerts.mqtt_settings import MqttSettings
 from liqmon.dashboard.access import Access
 from liqmon.dashboard.book import Book
 from liqmon.dashboard.bridge import Bridge

@@ -41,6 +41,10 @@ class MqttSettings(BaseModel):
     instance: str = "liqmon"
     event_expiry_s: int | None = Field(default=86_400, ge=1)
     state_interval_ms: int = Field(default=1_000, ge=0)
+    state_rate: int = Field(default=1_000, ge=1)
+    """Retained states published per second at most: their budget, so that a burst of state
+    changes never crowds the alerts out of the event loop or the broker (a burst drains over
+    seconds; an entity's latest state is what is sent)."""
     publish_timeout_s: float = Field(default=5.0, gt=0)
     keepalive_s: int = Field(default=30, ge=5)
 

@@ -96,12 +96,16 @@ class MqttSink:
         self._wake = asyncio.Event()
         self._closing = False
         self._deadline = float("inf")
-        self._states: dict[EntityRef, StateMessage] = {}
+        self._states: dict[EntityRef, MarginStateChanged] = {}
+        """The latest unpublished state of each entity, encoded when it is sent (a state
+        replaced before its turn costs no encoding)."""
         self._state_tasks: dict[EntityRef, asyncio.Task[None]] = {}
         self._state_queue: list[tuple[float, int, EntityRef]] = []  # (due, order, entity)
         self._state_order = count()
         self._state_failure: Exception | None = None
         self._state_sent_at: dict[EntityRef, float] = {}
+        self._state_tokens = float(STATES_IN_FLIGHT)
+        self._state_tokens_at = time.monotonic()
         self._drained = asyncio.Event()
         self.connected = False
         self.reconnects = 0
@@ -118,9 +122,10 @@ class MqttSink:
         prefix = self.settings.prefix
         if not isinstance(event, EngineEvent):  # a feed health event or a notice
             self._message(*notice_message(prefix, self.settings.instance, event))
-        elif isinstance(event, MarginStateChanged | MarginStateCleared):
-            state = state_message(prefix, event, self._position_extras, self._notional_of)
-            self._keep_state(event.entity, state)
+        elif isinstance(event, MarginStateChanged):
+            self._keep_state(event.entity, event)
+        elif isinstance(event, MarginStateCleared):
+            self._clear_state(event)
         else:
             topic, payload = event_message(prefix, event)
             self.outbox.append(
@@ -154,7 +159,21 @@ class MqttSink:
         self._drained.clear()
         self._wake.set()
 
-    def _keep_state(self, entity: EntityRef, state: StateMessage) -> None:
+    def _clear_state(self, event: MarginStateCleared) -> None:
+        """A gone entity: its empty retained message goes through the outbox, in order with the
+        alerts and as durable as they are (a clear lost in a crash would leave the broker
+        showing an entity that no longer exists). A state of it not yet sent is dropped, one
+        about to be sent is stopped; one already written to the socket precedes the clear."""
+        entity = event.entity
+        self._states.pop(entity, None)
+        task = self._state_tasks.pop(entity, None)
+        if task is not None:
+            task.cancel()
+        self._state_sent_at.pop(entity, None)
+        topic = state_message(self.settings.prefix, event).topic
+        self.outbox.append(topic, b"", qos=1, retain=True, message_id="", expiry_s=None)
+
+    def _keep_state(self, entity: EntityRef, state: MarginStateChanged) -> None:
         if entity in self._states:
             self.states_coalesced += 1
         elif entity not in self._state_tasks:  # a finishing publish schedules its successor
@@ -384,17 +403,46 @@ class MqttSink:
         room = STATES_IN_FLIGHT - len(self._state_tasks)
         if room <= 0:
             return None  # the next publish to finish wakes the pump
+        rate = self.settings.state_rate
+        tokens = min(
+            float(STATES_IN_FLIGHT), self._state_tokens + (now - self._state_tokens_at) * rate
+        )
+        self._state_tokens_at = now
+        if not self._closing:  # the budget: at most ``state_rate`` states a second
+            if tokens < 1.0:
+                self._state_tokens = tokens
+                if not queue:
+                    return None
+                return max(queue[0][0], now + (1.0 - tokens) / rate)
+            room = min(room, int(tokens))
+        started = 0
         while queue and room > 0 and (queue[0][0] <= now or self._closing):
             _, _, entity = heappop(queue)
-            state = self._states.get(entity)
-            if state is None or entity in self._state_tasks:
+            event = self._states.get(entity)
+            if event is None or entity in self._state_tasks:
                 continue  # scheduled again by the publish in flight when it ends
             room -= 1
-            self._state_tasks[entity] = asyncio.create_task(self._send_state(client, entity, state))
+            started += 1
+            state = state_message(
+                self.settings.prefix, event, self._position_extras, self._notional_of
+            )
+            self._state_tasks[entity] = asyncio.create_task(
+                self._send_state(client, entity, event, state)
+            )
+        self._state_tokens = max(0.0, tokens - started)
         return queue[0][0] if queue else None
 
+    @property
+    def states_pending(self) -> int:
+        """Retained states waiting for their turn (see ``state_rate``)."""
+        return len(self._states)
+
     async def _send_state(
-        self, client: aiomqtt.Client, entity: EntityRef, state: StateMessage
+        self,
+        client: aiomqtt.Client,
+        entity: EntityRef,
+        event: MarginStateChanged,
+        state: StateMessage,
     ) -> None:
         sent = False
         try:
@@ -405,15 +453,13 @@ class MqttSink:
         except Exception as exc:  # the pump re-raises it (and reconnects)
             if self._state_failure is None:
                 self._state_failure = exc
-        finally:  # also when cancelled (the connection is gone)
-            self._state_tasks.pop(entity, None)
+        finally:  # also when cancelled (the connection is gone, or the entity was cleared)
+            if self._state_tasks.get(entity) is asyncio.current_task():
+                del self._state_tasks[entity]
             if sent:
-                if self._states.get(entity) is state:
+                if self._states.get(entity) is event:
                     del self._states[entity]
-                if state.payload:
-                    self._state_sent_at[entity] = time.monotonic()
-                else:
-                    self._state_sent_at.pop(entity, None)
+                self._state_sent_at[entity] = time.monotonic()
                 self.states_published += 1
             if entity in self._states:  # a newer state came meanwhile, or this one failed
                 if sent:

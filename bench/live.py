@@ -17,8 +17,9 @@ What runs, all on loopback:
 * ``liqmon run --feed binance-usdm --symbols all`` as its own process, seeded with the accounts
   (``bench/generate.py``: ``--accounts`` active ones and ``--far-accounts`` far from any
   threshold, real tiers) and publishing to the broker;
-* a subscriber on ``liqmon/v1/events/#`` on its own thread in this process (paho's network
-  loop, stamping each message as it is read from the socket). An alert's ``ts`` is the ``E`` of the
+* a plain subscriber on ``liqmon/v1/events/#``: ``mosquitto_sub`` as its own process, which
+  stamps each message as it reads it (a subscriber in this process would share its
+  interpreter lock with the venue). An alert's ``ts`` is the ``E`` of the
   frame whose mark caused it, so its latency is its arrival time minus that frame's send time:
   websocket, parsing, the engine, the outbox, MQTT and the broker, end to end.
 
@@ -37,7 +38,7 @@ import math
 import os
 import platform
 import random
-import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,35 +147,60 @@ class Venue:
 
 
 class Subscriber:
-    """An alert subscriber on its own network thread (paho's), stamping each message the
-    moment it is read from the socket: the measurement must not wait for this process's event
-    loop, which also runs the venue."""
+    """A plain subscriber: ``mosquitto_sub`` as its own process, printing each message with
+    the time it read it (``%U``: Unix time with nanoseconds, the clock the venue stamps its
+    frames with). Its output is collected by a thread; the stamps are the subscriber's, so
+    reading them later costs nothing."""
 
     def __init__(self, port: int) -> None:
         self.arrivals: list[tuple[int, bytes]] = []  # (receive ns, payload)
-        self.ready = threading.Event()
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-subscriber")
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.connect("127.0.0.1", port)
-        sock = client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.loop_start()
-        self._client = client
-        if not self.ready.wait(30):
-            raise TimeoutError("the subscriber did not connect")
+        binary = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+        self._process = subprocess.Popen(  # a fixed binary on loopback
+            [
+                binary,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-q",
+                "1",
+                "-t",
+                "liqmon/v1/events/#",
+                "-F",
+                "%U %p",
+            ],
+            stdout=subprocess.PIPE,
+        )
+        self._seen_probe = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 30
+        while not self._seen_probe.is_set():  # subscribed once a probe comes back
+            if time.monotonic() > deadline:
+                raise TimeoutError("the subscriber did not subscribe")
+            publish = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-probe")
+            publish.connect("127.0.0.1", port)
+            publish.loop_start()
+            publish.publish("liqmon/v1/events/probe", b"probe", qos=1).wait_for_publish(5)
+            publish.disconnect()
+            publish.loop_stop()
+            self._seen_probe.wait(0.5)
 
-    def _on_connect(self, client: paho.Client, *_: Any) -> None:
-        client.subscribe("liqmon/v1/events/#", qos=1)
-        self.ready.set()
-
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
-        self.arrivals.append((time.time_ns(), message.payload))
+    def _read(self) -> None:
+        assert self._process.stdout is not None  # a pipe, above
+        for line in self._process.stdout:
+            stamp, _, payload = line.rstrip(b"\n").partition(b" ")
+            if payload == b"probe":
+                self._seen_probe.set()
+                continue
+            seconds, _, fraction = stamp.partition(b".")
+            ns = int(seconds) * 1_000_000_000 + int(fraction.ljust(9, b"0")[:9])
+            self.arrivals.append((ns, payload))
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._process.terminate()
+        self._process.wait(10)
+        self._reader.join(10)
 
 
 def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> float:
@@ -238,7 +264,7 @@ def _breakdown(http_port: int) -> dict[str, dict[str, float | None]]:
             "p50_le_ms": quantile(step, 0.5),
             "p99_le_ms": quantile(step, 0.99),
         }
-        for step in ("parse", "wait", "engine", "journal", "sinks", "mqtt")
+        for step in ("venue", "parse", "wait", "engine", "journal", "sinks", "mqtt")
         if step in counts
     }
 
@@ -311,7 +337,27 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 push_started = time.time_ns()
                 await venue.push(args.warmup_s)
                 cpu_before = _cpu_seconds(process.pid)
+                profiler = None
+                if args.profile:  # sampled stacks of liqmon over the measured window
+                    profiler = subprocess.Popen(  # noqa: ASYNC220  # awaited below
+                        [
+                            str(Path(sys.executable).with_name("py-spy")),
+                            "record",
+                            "--pid",
+                            str(process.pid),
+                            "--duration",
+                            str(int(args.seconds)),
+                            "--format",
+                            "raw",
+                            "--output",
+                            args.profile,
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                 await venue.push(args.seconds)
+                if profiler is not None:
+                    await asyncio.to_thread(profiler.wait, 60)
                 cpu_busy = (_cpu_seconds(process.pid) - cpu_before) / args.seconds
                 await asyncio.sleep(2.0)  # alerts of the last frames are still on their way
                 breakdown = await asyncio.to_thread(_breakdown, http_port)
@@ -331,6 +377,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     steady: list[float] = []
     warmup: list[float] = []
     kinds: dict[str, int] = {}
+    per_frame: dict[int, list[float]] = {}  # steady alerts by the frame that caused them
     for received, payload in subscriber.arrivals:
         body = orjson.loads(payload)
         e, kind = int(body["ts"]), str(body["event"])
@@ -338,7 +385,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         if sent is None or kind.startswith("feed_"):
             continue
         kinds[kind] = kinds.get(kind, 0) + 1
-        (warmup if sent < warm_until else steady).append((received - sent) / 1e6)
+        latency = (received - sent) / 1e6
+        (warmup if sent < warm_until else steady).append(latency)
+        if sent >= warm_until:
+            per_frame.setdefault(e, []).append(latency)
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
@@ -356,6 +406,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "alerts_by_kind": kinds,
         "steady_latency": _percentiles(steady),
         "warmup_latency": _percentiles(warmup),
+        "frames_with_alerts": len(per_frame),
+        "alerts_per_frame_max": max((len(v) for v in per_frame.values()), default=0),
+        "first_alert_of_frame_latency": _percentiles([min(v) for v in per_frame.values()]),
         "alert_path_ms": breakdown,
         "snapshots_written": snapshots,
         "bursts": venue.bursts,
@@ -389,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", default=os.devnull, help="where liqmon run's log goes")
+    parser.add_argument(
+        "--profile", help="write py-spy's collapsed stacks of liqmon (measured window) here"
+    )
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(measure(args)), indent=2))
     return 0

@@ -183,7 +183,8 @@ class Metrics:
         )
         self.alert_path = Histogram(
             "liqmon_alert_path_seconds",
-            "Where the time of an input that raised alerts went, step by step: parse (frame "
+            "Where the time of an input that raised alerts went, step by step: venue (the "
+            "frame's exchange time to its receipt, on two clocks), parse (frame "
             "received to parsed), wait (in the inbox), engine (the runtime), journal, sinks "
             "(encoding and the outbox), mqtt (outbox to the broker's acknowledgement)",
             ["step"],

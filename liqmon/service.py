@@ -22,6 +22,7 @@ broker (bounded by its drain timeout), publishes ``offline`` and exits 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Coroutine
@@ -72,6 +73,16 @@ YIELD_EVERY_S = 0.0005
 ALERT_YIELDS = 6
 """Event-loop turns the engine task gives up after an input that caused alerts: about what
 the MQTT publisher needs to wake, publish and have the packet written."""
+SWEEP_INTERVAL_S = 0.5
+"""A pass of the state sweep over the whole book starts at most this often (the publisher
+sends an entity's state at most every ``state_interval_ms`` anyway)."""
+SWEEP_ENTITIES = 4096
+SWEEP_EVENTS = 16
+"""A piece of the state sweep: at most this many entities valued (in array passes) and this
+many state events built, about a millisecond of work between two inputs."""
+SWEEP_BACKLOG = 256
+"""The sweep pauses while this many states wait for the publisher's budget (``state_rate``):
+states are built about as fast as they can be sent, not faster."""
 
 Input = FeedFrame | ReplayItem | InputMessage | OneInput | ClockTick
 
@@ -91,6 +102,9 @@ class AlertPath:
 
     def finished(self, journaled_ns: int, published_ns: int) -> None:
         item, observe = self._item, self._histogram.labels
+        if item.ticks:  # exchange time to receive time: two clocks, the venue's and ours
+            exchange_ms = max(tick.exchange_ts_ms for tick in item.ticks)
+            observe("venue").observe(max(0.0, item.receive_ns / 1e9 - exchange_ms / 1e3))
         observe("parse").observe((item.parsed_ns - item.receive_ns) / 1e9)
         observe("wait").observe((self._taken - item.parsed_ns) / 1e9)
         observe("engine").observe((self._applied - self._taken) / 1e9)
@@ -115,6 +129,8 @@ class Service:
         self.http_port: int | None = None
         self.restored = False
         self.input_subscribed = asyncio.Event()
+        self.engine_idle = asyncio.Event()
+        """Set while the engine task waits for an input: when the state sweep may run."""
         self._ready_http = asyncio.Event()
         self._snapshot_writing: asyncio.Future[None] | None = None
         feed = settings.feed
@@ -220,10 +236,14 @@ class Service:
         apply_seconds = self.metrics.apply_seconds
         alert_path = self.metrics.alert_path
         yield_at = time.monotonic()
+        idle = self.engine_idle
         while not (self.stopping.is_set() and inbox.empty()):
+            if inbox.empty():
+                idle.set()
             item = await inbox.get(timeout_s=CLOCK_S * 2)
             if item is None:
                 continue
+            idle.clear()
             taken = time.time_ns()
             started = time.perf_counter()
             effects = self._effects(item)
@@ -253,6 +273,26 @@ class Service:
         self._snapshot_writing.add_done_callback(_log_snapshot_failure)
 
     # -- producers -----------------------------------------------------------------------------
+
+    async def _state_sweep(self) -> None:
+        """Publish the retained states that moved, a small piece at a time and only while the
+        engine has nothing to do, so that no alert waits for them: a pass over the book at
+        most every :data:`SWEEP_INTERVAL_S`, in pieces of at most :data:`SWEEP_ENTITIES`
+        entities and :data:`SWEEP_EVENTS` states (about a millisecond each), no faster than
+        the publisher sends them."""
+        runtime, mqtt = self.runtime, self.mqtt
+        assert mqtt is not None  # noqa: S101  # the task runs with an MQTT sink only
+        while not self.stopping.is_set():
+            if mqtt.states_pending >= SWEEP_BACKLOG:  # the publisher's budget sets the pace
+                await asyncio.sleep(SWEEP_EVENTS / mqtt.settings.state_rate)
+                continue
+            if runtime.sweep_done:
+                await asyncio.sleep(SWEEP_INTERVAL_S)
+            await self.engine_idle.wait()  # inputs first
+            effects = runtime.sweep(SWEEP_ENTITIES, SWEEP_EVENTS)
+            if effects.events:
+                await self._publish(effects.events)
+            await asyncio.sleep(0)
 
     async def _clock(self) -> None:
         while not self.stopping.is_set():
@@ -345,10 +385,8 @@ class Service:
             sink = self.sinks[name]
             for event in events:
                 await sink.publish(event)
-        if self.mqtt is not None:
-            # a state computed before a crash but never published is published now
-            for state in self.engine.book_states():
-                await self.mqtt.publish(state)
+        # every retained state is published again by the state sweep (a state computed before
+        # a crash but never published among them): the runtime took them all as unpublished
         notice = ServiceStarted(
             id=notice_id("service_started", self.settings.mqtt.instance, time.time_ns()),
             ts=time.time_ns() // 1_000_000,
@@ -362,6 +400,11 @@ class Service:
         await self._publish([notice])
         if prepared.seed:
             await self._seed(prepared.marks)
+        # the book and everything built at start-up stay for the whole run: out of the
+        # collector's sight, a full collection costs what the run allocated since, not a
+        # quarter of a second of a 100,000-account book (a pause every alert would wait for)
+        gc.collect()
+        gc.freeze()
         self.restored = True
 
     async def _seed(self, marks: dict[str, str | None]) -> None:
@@ -456,14 +499,19 @@ class Service:
         )
         await self._publish([notice])
         if self.mqtt is not None:
-            # the broker keeps the book as it ends, whatever states were published on the way
-            for state in self.engine.book_states():
-                await self.mqtt.publish(state)
+            # the broker keeps the book as it ends: the sweep finishes its pass and makes one
+            # more over the whole book, with no budget
+            passes = 0
+            while passes < 2:
+                await self._publish(self.runtime.sweep(SWEEP_ENTITIES, 1 << 62).events)
+                passes += self.runtime.sweep_done
         for sink in self.sinks.values():
             await sink.close()
 
     def _producers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         producers: list[tuple[str, Coroutine[Any, Any, None]]] = [("clock", self._clock())]
+        if self.mqtt is not None:
+            producers.append(("state-sweep", self._state_sweep()))
         feed = self.settings.feed
         if feed.replay is not None:
             producers.append(("replay", self._replay_source(feed.replay, feed.replay_speed)))

@@ -61,8 +61,15 @@ class EngineSection(_Section):
     """Settle the funding rates that ticks carry (docs/collateral.md §3)."""
 
     def config(self) -> EngineConfig:
+        """The service's engine: states found by sweeps between inputs, never on the alert
+        path (:attr:`monitor.config.EngineConfig.state_sweep`)."""
         return EngineConfig.from_values(
-            self.levels, self.hysteresis, self.policy, self.state_move, funding=self.funding
+            self.levels,
+            self.hysteresis,
+            self.policy,
+            self.state_move,
+            funding=self.funding,
+            state_sweep=True,
         )
 
 
@@ -172,6 +179,8 @@ class MqttSection(_Section):
     prefix: str = DEFAULT_PREFIX
     instance: str = Field(default_factory=lambda: socket.gethostname() or "liqmon")
     state_interval_ms: int = Field(default=1_000, ge=0)
+    state_rate: int = Field(default=1_000, ge=1)
+    """Retained states published per second at most (alerts are never limited)."""
     event_expiry_s: int = Field(default=86_400, ge=1)
     accounts_input: bool = True
     """Subscribe to the account input topics (``{prefix}/in/...``)."""
@@ -202,6 +211,7 @@ class MqttSection(_Section):
             prefix=self.prefix,
             instance=self.instance,
             state_interval_ms=self.state_interval_ms,
+            state_rate=self.state_rate,
             event_expiry_s=self.event_expiry_s,
         )
         return settings.model_copy(update={"password": password}) if password else settings

@@ -254,7 +254,7 @@ class _Plan:
         """Per evaluation (``self.touch``): whether it could do anything (an event, a level,
         a state to publish, a close call)."""
         evaluator = self.engine._evaluator
-        if not len(self.touch) or evaluator.state_move is not None:
+        if not len(self.touch) or evaluator.state_in_bands:
             return np.ones(len(self.touch), dtype=bool)  # a first evaluation publishes a state
         mb, mm, tol = self.valuations()
         calm = (mb - mm) > tol

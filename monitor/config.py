@@ -51,6 +51,13 @@ class EngineConfig:
     """Emit :class:`MarginStateChanged` when an entity's margin ratio moved by this fraction of
     its last published value (at least of a ratio of ``STATE_RATIO_FLOOR``); ``None``: no state
     events at all (the default: a replay to JSON Lines has no use for them)."""
+    state_sweep: bool = False
+    """With ``state_move``: find the moved states in sweeps over the book's arrays
+    (:meth:`monitor.engine.Engine.sweep_states`, called by the service between inputs) instead of
+    on every tick. A tick then costs only what can raise an alert: the trigger bands leave out
+    the published ratio's step, and an evaluation builds no state event. Level changes,
+    liquidations, feed health and a state unpublished since a restart are found by the next
+    sweep; clears (:class:`MarginStateCleared`) are still emitted as they happen."""
     levels_f: tuple[float, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +93,7 @@ class EngineConfig:
         policy: str | None = None,
         state_move: object | None = None,
         funding: bool = False,
+        state_sweep: bool = False,
     ) -> EngineConfig:
         """Build from loosely typed values (command line, config file)."""
         if isinstance(levels, str):
@@ -102,6 +110,7 @@ class EngineConfig:
             policy=cast(Policy, policy or "close"),
             state_move=None if state_move is None else _decimal("state_move", state_move),
             funding=funding,
+            state_sweep=state_sweep,
         )
 
     def rearm_threshold(self, level_index: int) -> Decimal:

@@ -220,6 +220,34 @@ class Engine:
         describe = self._evaluator.describe
         return [describe(e, self._clock) for e in entities]
 
+    def sweep_states(
+        self, cursor: int, limit: int, max_events: int
+    ) -> tuple[list[EngineEvent], int]:
+        """With :attr:`EngineConfig.state_sweep`: the state events of entities with ids from
+        ``cursor`` on (at most ``limit`` ids looked at) whose published state is out of date,
+        at most ``max_events`` of them; and the cursor to pass next (0 once the book's end is
+        reached: the next call starts a new sweep). Cost: one array pass over the ids looked
+        at, plus one event per entity that moved."""
+        evaluator = self._evaluator
+        if not evaluator.sweeping:
+            return [], 0
+        entities = self.book.entities
+        stop = min(cursor + limit, entities.size)
+        ids = np.arange(cursor, stop, dtype=np.int64)
+        live = ids[entities.kind[cursor:stop] != NONE]
+        if not len(live):
+            return [], (0 if stop >= entities.size else stop)
+        events, done = evaluator.sweep(live, self._clock, max_events)
+        if done < len(live):
+            return events, int(live[done])
+        return events, (0 if stop >= entities.size else stop)
+
+    def forget_published_states(self) -> None:
+        """Take every state as unpublished (after a restart: what the broker holds is not
+        known), so that the sweeps publish each entity once more."""
+        entities = self.book.entities
+        entities.shown_ratio[: entities.size] = np.nan
+
     def balance(self, account: str, asset: str) -> Decimal:
         book = self.book
         aid = book.account_names.ids.get(account)
@@ -263,6 +291,9 @@ class Engine:
             return NO_EVENTS
         holders = self._holders(sid, include_liquidating=True)
         book = self.book
+        if evaluator.sweeping:  # the next sweep publishes them
+            book.entities.shown_ratio[np.array(holders, dtype=np.int64)] = np.nan
+            return NO_EVENTS
         holders.sort(key=lambda e: sort_key(book, e))
         return [evaluator.state_of(entity, self._clock) for entity in holders]
 

@@ -147,6 +147,10 @@ class Evaluator:
         self.rearm_thresholds = tuple(Threshold(1.0, b, rising=False) for b in self.rearm_f)
         move = config.state_move
         self.state_move = None if move is None else float(move)
+        self.state_in_bands = self.state_move is not None and not config.state_sweep
+        """States found tick by tick: the published ratio's step is a trigger band."""
+        self.sweeping = self.state_move is not None and config.state_sweep
+        """States found by :meth:`sweep` (see :attr:`EngineConfig.state_sweep`)."""
         self.hold = config.policy == "hold"
         self.events_emitted = 0
         self.transitions = 0
@@ -238,9 +242,10 @@ class Evaluator:
             return
         if valuation.liquidated():
             alive = self._liquidate(entity, ts, valuation, events)
-            if self.state_move is not None and alive:  # held, marked liquidating: publish that
+            if self.state_in_bands and alive:  # held, marked liquidating: publish that
                 mb, mm = valuation.mb, valuation.mm
                 events.append(self._state(entity, ts, mb, mm, mm / mb if mb > 0 else None))
+            if alive and self.state_move is not None:
                 entities.v_shown_ratio[entity] = float("nan")  # whatever comes next is news
             return
         levels_f = self.levels_f
@@ -262,7 +267,7 @@ class Evaluator:
             self.transitions += 1
             if top < 0:
                 events.append(self._recovered(entity, ts, valuation))
-        if self.state_move is not None:
+        if self.state_in_bands:
             ratio = mm / mb  # MB > 0: not liquidated
             shown = entities.v_shown_ratio[entity]
             if (
@@ -301,7 +306,7 @@ class Evaluator:
             rising.append(self.warn_thresholds[level + 1])
         if level >= 0 and self.rearm_f[level] > 0.0:
             falling.append(self.rearm_thresholds[level])
-        if shown == shown and self.state_move is not None:
+        if shown == shown and self.state_in_bands:
             step = self.state_step(shown)
             up, down = shown + step, shown - step
             rising.append(Threshold(1.0, up, rising=True))
@@ -368,7 +373,7 @@ class Evaluator:
             mm=mm,
             tolerance=tol,
             level=state.level[entities].astype(np.int64),
-            shown=state.shown_ratio[entities] if self.state_move is not None else None,
+            shown=state.shown_ratio[entities] if self.state_in_bands else None,
         )
         rows, lo, hi = batch_bands(self, request, terms, np.arange(len(entities)))
         self.triggers.set_bands(rows, lo, hi)
@@ -397,7 +402,7 @@ class Evaluator:
         active = level >= 0
         rearm_gap = mm - rearm * mb
         calm &= ~active | (rearm_gap > tol)
-        if self.state_move is not None:
+        if self.state_in_bands:
             shown = entities.shown_ratio[due]
             ratio = np.divide(mm, mb, out=np.zeros_like(mm), where=mb > 0)
             step = self.state_move * np.maximum(shown, STATE_RATIO_FLOOR)
@@ -415,7 +420,7 @@ class Evaluator:
                 mm=mm[quiet],
                 tolerance=tol[quiet],
                 level=level[quiet],
-                shown=entities.shown_ratio[due[quiet]] if self.state_move is not None else None,
+                shown=entities.shown_ratio[due[quiet]] if self.state_in_bands else None,
             )
             rows, lo, hi = batch_bands(self, request, terms, quiet)
             self.triggers.set_bands(rows, lo, hi)
@@ -465,6 +470,70 @@ class Evaluator:
             self.band_many(alive[start : start + FLUSH_CHUNK])
         for sid in pinned:
             self.triggers.refresh_envelope(sid)
+
+    # -- state sweeps ---------------------------------------------------------------------------
+
+    def sweep(
+        self, entities: np.ndarray, ts: int, max_events: int
+    ) -> tuple[list[EngineEvent], int]:
+        """State events for those of ``entities`` (live ones, ascending ids) whose published
+        state is out of date: none published yet (or marked so), another level, or a ratio
+        moved by :meth:`state_step` or more. Valued in one pass over the arrays (pools one by
+        one); only the entities that moved build an event, at most ``max_events`` of them.
+        Returns the events and how many of ``entities`` were dealt with (all of them, or up to
+        the one after the last event built)."""
+        assert self.state_move is not None  # noqa: S101  # only called with state tracking on
+        book = self.book
+        state = book.entities
+        pool = state.kind[entities] == POOL
+        due = np.zeros(len(entities), dtype=bool)
+        mb = np.zeros(len(entities))
+        mm = np.zeros(len(entities))
+        plain = np.flatnonzero(~pool)
+        if len(plain):
+            ids = entities[plain]
+            self.tiers.refresh(book, self.contracts_version)
+            mb[plain], mm[plain], _, _ = value_many(book, self.tiers, ids)
+            ratio = np.divide(
+                mm[plain], mb[plain], out=np.full(len(ids), np.nan), where=mb[plain] > 0
+            )
+            shown = state.shown_ratio[ids]
+            moved = state.shown_level[ids] != state.level[ids]
+            step = self.state_move * np.maximum(np.nan_to_num(shown), STATE_RATIO_FLOOR)
+            moved |= np.abs(ratio - shown) >= step  # NaN compares False
+            moved &= state.liquidating[ids] == 0  # a liquidating entity's state stays put
+            due[plain] = np.isnan(shown) | moved
+        due[pool] = True  # valued one by one below
+        events: list[EngineEvent] = []
+        for k in np.flatnonzero(due).tolist():
+            if len(events) >= max_events:
+                return events, k
+            entity = int(entities[k])
+            if pool[k]:
+                self._sweep_pool(entity, ts, events)
+                continue
+            mb_k, mm_k = float(mb[k]), float(mm[k])
+            events.append(self._state(entity, ts, mb_k, mm_k, mm_k / mb_k if mb_k > 0 else None))
+        return events, len(entities)
+
+    def _sweep_pool(self, entity: int, ts: int, events: list[EngineEvent]) -> None:
+        valuation = _Valuation(self, entity)
+        if valuation.waiting:
+            return
+        state = self.book.entities
+        mb, mm = valuation.mb, valuation.mm
+        ratio = mm / mb if mb > 0 else None
+        shown = state.v_shown_ratio[entity]
+        if (
+            shown != shown
+            or state.v_shown_level[entity] != state.v_level[entity]
+            or (
+                not state.v_liquidating[entity]
+                and ratio is not None
+                and abs(ratio - shown) >= self.state_step(shown)
+            )
+        ):
+            events.append(self._state(entity, ts, mb, mm, ratio))
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from alerts.encoding import CONTENT_TYPE, PackedProperties, publish_properties
 from alerts.mqtt_settings import settings_from_url
 from alerts.outbox import Outbox
 from alerts.publisher import IN_FLIGHT, STATES_IN_FLIGHT, MqttSink
-from monitor.events import EntityRef, MarginStateChanged
+from monitor.events import EntityRef, MarginStateChanged, MarginStateCleared
 
 
 class _Client:
@@ -172,3 +172,40 @@ async def test_a_state_cut_off_while_on_the_wire_is_published_again(tmp_path: Pa
     assert len(first.started) == 1
     assert [orjson.loads(p)["account"] for p in client.started] == ["acct-1"]
     assert not sink._states
+
+
+async def test_states_keep_to_their_rate_budget(tmp_path: Path) -> None:
+    """``state_rate`` bounds how many states start per second, after a first window: with a
+    budget of 50 a second, 100 pending states take about two seconds, and the pump is told
+    when the next one may start instead of spinning."""
+    outbox = Outbox(tmp_path / "outbox")
+    settings = settings_from_url("mqtt://127.0.0.1:1", state_rate=50)
+    sink = MqttSink(settings, outbox, version="test")
+    client = _Client()
+    for i in range(100):
+        await sink.publish(_state_event(f"acct-{i:03d}", 0.1))
+    started = asyncio.get_running_loop().time()
+    while sink._states:
+        due = sink._start_due_states(client)  # type: ignore[arg-type]
+        assert due is not None or not sink._states or sink._state_tasks
+        await asyncio.sleep(0.01)
+    elapsed = asyncio.get_running_loop().time() - started
+    outbox.close()
+    assert len(client.started) == 100
+    assert (100 - STATES_IN_FLIGHT) / 50 * 0.9 <= elapsed < 4.0
+
+
+async def test_a_clear_goes_through_the_outbox_and_drops_the_unsent_state(
+    tmp_path: Path,
+) -> None:
+    """A gone entity's empty retained message is durable like an alert (in the outbox, in
+    order with the alerts); the state of it still waiting is dropped, never sent after it."""
+    sink, outbox = _sink(tmp_path, 0)
+    await sink.publish(_state_event("acct-1", 0.1))
+    await sink.publish(MarginStateCleared(2, EntityRef("acct-1", "cross", "USDT")))
+    assert sink.states_pending == 0
+    (message,) = outbox.pending(10)
+    assert message.retain
+    assert message.payload == b""
+    assert message.topic.endswith("/state/acct-1/cross/USDT")
+    outbox.close()

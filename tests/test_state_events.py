@@ -204,3 +204,73 @@ def test_alert_payloads_keep_the_interface_position_fields() -> None:
         "liquidation_price",
         "bankruptcy_price",
     }
+
+
+# -- states found by sweeps (the service's engine) -------------------------------------------
+
+
+def _sweep_all(engine: Engine) -> list[EngineEvent]:
+    """Sweep until a whole pass over the book starting at id 0 has been made."""
+    events, cursor = engine.sweep_states(0, 64, 8)
+    while cursor != 0:
+        more, cursor = engine.sweep_states(cursor, 64, 8)
+        events.extend(more)
+    return events
+
+
+@pytest.mark.parametrize("policy", ["close", "hold"])
+def test_sweeps_change_no_alert_and_leave_every_published_state_current(policy: str) -> None:
+    """An engine that finds states by sweeps (``state_sweep``) emits exactly the alerts of one
+    that tracks them tick by tick, and builds no state on a tick; sweeping now and then, the
+    last state it published for each live entity, after a final sweep, is the entity as the
+    book holds it (what a reader of the whole book would see), and a gone entity's last word
+    is its clear."""
+    lines = _workload(3, accounts=150, ticks=3_000)
+    ticking = Engine(EngineConfig.from_values(policy=policy, state_move="0.05"))
+    sweeping = Engine(EngineConfig.from_values(policy=policy, state_move="0.05", state_sweep=True))
+    ticked = _run(ticking, lines)
+    swept: list[EngineEvent] = []
+    for start in range(0, len(lines), 500):
+        swept.extend(_run(sweeping, lines[start : start + 500]))
+        swept.extend(_sweep_all(sweeping))
+    assert [e for e in swept if isinstance(e, AlertEvent)] == [
+        e for e in ticked if isinstance(e, AlertEvent)
+    ]
+    assert any(isinstance(e, MarginStateChanged) for e in swept)
+    latest: dict[object, EngineEvent] = {}
+    for event in [*swept, *_sweep_all(sweeping)]:
+        if isinstance(event, StateEvent):
+            latest[event.entity] = event
+    book = {state.entity: state for state in sweeping.book_states()}
+    for entity, state in book.items():
+        published = latest[entity]
+        assert isinstance(published, MarginStateChanged)
+        assert published.level == state.level
+        assert published.liquidating == state.liquidating
+        if state.margin_ratio is not None and not state.liquidating:
+            assert published.margin_ratio is not None
+            assert abs(published.margin_ratio - state.margin_ratio) < 0.05 * max(
+                state.margin_ratio, 0.1
+            )
+    gone = [entity for entity in latest if entity not in book]
+    assert all(isinstance(latest[entity], MarginStateCleared) for entity in gone)
+
+
+def test_a_tick_builds_no_state_with_sweeps_and_a_restart_republishes_everything() -> None:
+    """With sweeps, a move that changes the ratio a lot emits nothing by itself; the next
+    sweep publishes it. After :meth:`Engine.forget_published_states` (a restart) a sweep
+    publishes every live entity once more, and the one after that nothing."""
+    engine = Engine(EngineConfig.from_values(state_move="0.05", state_sweep=True))
+    engine.apply(ContractRecord(TOY_CONTRACT))
+    engine.apply(TickRecord(1, TOY_CONTRACT.symbol, 100.0, "100"))
+    assert _open(engine) == []
+    assert [type(e) for e in _sweep_all(engine)] == [MarginStateChanged]
+    assert _tick(engine, 2, "98") == []  # ratio 0.5 -> about 0.6: moved, but no event yet
+    (moved,) = _sweep_all(engine)
+    assert isinstance(moved, MarginStateChanged)
+    assert moved.margin_ratio is not None
+    assert moved.margin_ratio == pytest.approx(0.05 * 98 / 8)
+    assert _sweep_all(engine) == []
+    engine.forget_published_states()
+    assert [type(e) for e in _sweep_all(engine)] == [MarginStateChanged]
+    assert _sweep_all(engine) == []

@@ -110,6 +110,7 @@ class Runtime:
             round(snapshot_interval_s * 1e9) if snapshot_interval_s and journal else None
         )
         self._log_refusal = RefusalLog()
+        self._sweep_cursor = 0
 
     @property
     def feed_events(self) -> Sequence[FeedEvent]:
@@ -260,12 +261,31 @@ class Runtime:
         out.snapshot_due = self._snapshots.due(now_ns, journaled=self._journal.since_snapshot)
         return out
 
+    def sweep(self, max_entities: int, max_events: int) -> Effects:
+        """The next piece of the state sweep (:attr:`monitor.config.EngineConfig.state_sweep`):
+        the retained states that moved among the next ``max_entities`` entities, at most
+        ``max_events`` of them. A driver calls it between inputs, when it has nothing else to
+        do, so that alerts never wait for state publishing; :attr:`sweep_done` tells when a
+        pass over the whole book ended."""
+        out = Effects()
+        events, self._sweep_cursor = self.engine.sweep_states(
+            self._sweep_cursor, max_entities, max_events
+        )
+        self._emit(events, out)
+        return out
+
+    @property
+    def sweep_done(self) -> bool:
+        """Whether the last :meth:`sweep` ended a pass over the book (the next starts one)."""
+        return self._sweep_cursor == 0
+
     # -- restart -------------------------------------------------------------------------------
 
     def restore(self, records: Sequence[Record], meta: dict[str, Any]) -> list[EngineEvent]:
         """Re-apply the journal to the restored engine (its events carry their sequence numbers:
         the drivers give each durable sink those it never wrote)."""
         self.replay_line = int(meta.get("replay_line", 0))
+        self.engine.forget_published_states()  # what the broker holds is not known: sweep all
         last = meta.get("last_alert")
         if isinstance(last, list) and len(last) == 2:
             self.last_alert = (int(last[0]), str(last[1]))

@@ -142,7 +142,7 @@ def test_sigterm_drains_snapshots_and_goes_offline(broker: LocalBroker, tmp_path
     continues from there without repeating an event."""
     collector = Collector(broker.port, ["liqmon/v1/#"])
     state, out = tmp_path / "state", tmp_path / "events.jsonl"
-    args = _run_args(CRASH, state, out, "--speed", "6000", "--mqtt", broker.url)
+    args = _run_args(CRASH, state, out, "--speed", "20000", "--mqtt", broker.url)
     process = subprocess.Popen(
         args, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import subprocess
 import sys
 from collections import Counter
 from fractions import Fraction
@@ -40,6 +39,7 @@ from monitor import (
     TickDropped,
     to_payload,
 )
+from tests import cli_support
 from tests.oracle import Contract, Oracle, Position, Tier
 from tests.scenarios import generate
 
@@ -413,7 +413,7 @@ def cli_events(tmp_path: Path, seed: int, name: str, flags: list[str]) -> list[d
     replay.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     out = tmp_path / f"events-{name}.jsonl"
     cmd = [str(CLI), "replay", str(replay), "--out", str(out), *flags]
-    subprocess.run(cmd, check=True, capture_output=True)
+    cli_support.run(cmd, check=True, capture_output=True)
     return [json.loads(x) for x in out.read_text().splitlines()]
 
 

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import copy
 import json
-import subprocess
 import sys
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -24,6 +23,7 @@ from liqmon.replay import replay_file
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.events import to_payload
+from tests import cli_support
 from tests.conftest import ROOT
 from tests.oracle import Oracle
 
@@ -47,7 +47,7 @@ def _workload(path: Path, seed: int) -> Path:
 
 
 def _shock_cli(path: Path, moves: list[str], policy: str, out: Path) -> tuple[dict[str, Any], str]:
-    result = subprocess.run(
+    result = cli_support.run(
         [
             *LIQMON,
             "replay",
@@ -210,7 +210,7 @@ def test_the_crash_shocked_on_both_symbols_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["XRPUSDT", "XRPUSDT=", "XRPUSDT=-100%", "XRPUSDT=lots"])
 def test_a_bad_shock_is_a_usage_error(bad: str, tmp_path: Path) -> None:
     """A malformed ``--shock`` stops before replaying anything, with exit status 2."""
-    result = subprocess.run(
+    result = cli_support.run(
         [*LIQMON, "replay", str(CRASH), "--out", str(tmp_path / "e.jsonl"), "--shock", bad],
         capture_output=True,
         text=True,

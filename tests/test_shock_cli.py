@@ -154,8 +154,16 @@ def _append_ticks(
     return _events(engine_events), _events(oracle_events)
 
 
-@pytest.mark.parametrize("policy", ["close", "hold"])
-@pytest.mark.parametrize("seed", [3, 11])
+@pytest.mark.parametrize(
+    ("seed", "policy"),
+    [
+        (3, "close"),
+        (11, "hold"),
+        # the other two pairings (each ~4 s, mostly the exact oracle's replay): with -m slow
+        pytest.param(3, "hold", marks=pytest.mark.slow),
+        pytest.param(11, "close", marks=pytest.mark.slow),
+    ],
+)
 def test_shock_json_equals_appending_the_tick(tmp_path: Path, policy: str, seed: int) -> None:
     """On random workloads, for moves down and up of the most held symbol, the JSON answer
     lists exactly the liquidations (with loss and shortfall), warnings (with level) and

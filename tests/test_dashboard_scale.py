@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import socket
 import statistics
 import threading
 from collections.abc import Iterator
@@ -110,6 +111,66 @@ def _publish(port: int, messages: list[tuple[str, bytes]], *, retain: bool) -> N
         client.disconnect()
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + _varint(len(body)) + body
+
+
+def _string(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return len(data).to_bytes(2, "big") + data
+
+
+def _read_packet(sock: socket.socket) -> tuple[int, bytes]:
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "the broker closed the connection"
+            data += chunk
+        return data
+
+    kind = exactly(1)[0]
+    length, shift = 0, 0
+    while True:
+        digit = exactly(1)[0]
+        length |= (digit & 0x7F) << shift
+        shift += 7
+        if not digit & 0x80:
+            return kind, exactly(length)
+
+
+def _publish_retained(port: int, messages: list[tuple[str, bytes]]) -> None:
+    """Publish ``messages`` retained (QoS 0, MQTT 5) and return once the broker took them
+    all: a final QoS 1 message on the same connection is acknowledged after everything
+    before it. The packets are those paho sends for ``publish(topic, payload, retain=True)``,
+    encoded here and written in one go: paho's one write per message took 4 s for the book."""
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        connect = b"\x00\x04MQTT\x05\x02" + (60).to_bytes(2, "big") + b"\x00"
+        sock.sendall(_packet(0x10, connect + _string("liqmon-test-book")))
+        kind, body = _read_packet(sock)
+        assert (kind, body[1]) == (0x20, 0), body  # CONNACK, success
+        sock.sendall(
+            b"".join(
+                _packet(0x31, _string(topic) + b"\x00" + payload) for topic, payload in messages
+            )
+        )
+        done = _string(f"{PREFIX}/test/done") + (1).to_bytes(2, "big") + b"\x00" + b"{}"
+        sock.sendall(_packet(0x32, done))
+        kind, body = _read_packet(sock)
+        assert (kind, body[:2]) == (0x40, (1).to_bytes(2, "big")), body  # PUBACK of it
+        assert len(body) == 2 or body[2] < 0x80, body  # success (0x10: no subscribers)
+        sock.sendall(b"\xe0\x00")  # DISCONNECT
+
+
 @pytest.fixture(scope="module")
 def loaded(
     tmp_path_factory: pytest.TempPathFactory,
@@ -119,7 +180,7 @@ def loaded(
         pytest.skip("mosquitto is not installed")
     book = _book(tmp_path_factory.mktemp("book"))
     with LocalBroker(persistent=False) as broker:
-        _publish(broker.port, book.payloads, retain=True)
+        _publish_retained(broker.port, book.payloads)
         dashboard = Liqmon("--log-level", "info", "dashboard", "--mqtt", broker.url, "--port", "0")
         try:
             line = dashboard.wait_for_line(lambda t: t.startswith("liqmon dashboard: http"))

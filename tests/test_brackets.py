@@ -21,6 +21,7 @@ import pytest
 
 from feeds.brackets import BracketFileError, BracketLoad, load_brackets, parse_brackets
 from monitor.contracts import Contract, Tier
+from tests import cli_support
 from tests.conftest import DATA, ROOT
 
 FAPI_2022 = DATA / "binance_leverage_brackets_major_symbols_2022-02.json"
@@ -336,7 +337,7 @@ T0 = 1_700_000_000_000
 
 
 def _cli(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return cli_support.run(
         [*LIQMON, *(str(a) for a in args)],
         capture_output=True,
         text=True,

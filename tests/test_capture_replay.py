@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from alerts.topics import ALERT_KINDS
+from tests import cli_support
 from tests.conftest import ROOT
 
 CAPTURES = ROOT / "tests" / "data" / "captures"
@@ -60,7 +60,7 @@ def _replay(
     accounts_file = tmp_path / "accounts.jsonl"
     accounts_file.write_text("\n".join(accounts) + "\n")
     out, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
-    result = subprocess.run(
+    result = cli_support.run(
         [
             *LIQMON,
             "replay",
@@ -178,7 +178,7 @@ def test_accounts_with_normalized_input_is_a_usage_error(tmp_path: Path) -> None
     """--accounts belongs to captures: with a normalized file it says so and exits 2."""
     accounts = tmp_path / "a.jsonl"
     accounts.write_text(_contract("X") + "\n")
-    result = subprocess.run(
+    result = cli_support.run(
         [
             *LIQMON,
             "replay",
@@ -202,7 +202,7 @@ def test_an_unrecognised_file_exits_1_naming_the_problem(tmp_path: Path) -> None
     """A file whose first lines are no known format is unreadable as input."""
     odd = tmp_path / "odd.txt"
     odd.write_text("hello\nworld\n")
-    result = subprocess.run(
+    result = cli_support.run(
         [*LIQMON, "replay", str(odd), "--out", str(tmp_path / "o.jsonl")],
         capture_output=True,
         text=True,

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
-SPEED = "1.5"
+SPEED = "3"
 MARKER = "zz-end"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from alerts.encoding import state_payload
 from alerts.topics import state_topic
 from liqmon.broker import LocalBroker
 from monitor.events import EntityRef, MarginStateChanged, PositionView
+from tests import cli_support
 from tests.browser_support import chromium
 from tests.conftest import ROOT
 from tests.mqtt_support import Collector
@@ -82,7 +82,7 @@ def _snapshot(url: str, **options: Any) -> dict[str, Any]:
 def test_a_non_loopback_bind_without_authentication_is_refused() -> None:
     """``--host 0.0.0.0`` without a token or basic auth stops at once with status 2, naming
     the fix; nothing is served."""
-    result = subprocess.run(
+    result = cli_support.run(
         [*LIQMON, "dashboard", "--mqtt", "mqtt://127.0.0.1:1", "--host", "0.0.0.0"],  # noqa: S104
         capture_output=True,
         text=True,

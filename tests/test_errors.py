@@ -7,7 +7,6 @@ import importlib
 import inspect
 import pkgutil
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from monitor.errors import (
     LiqmonError,
     RecordRefused,
 )
+from tests import cli_support
 from tests.conftest import ROOT
 
 PACKAGES = ("monitor", "feeds", "alerts", "liqmon")
@@ -165,7 +165,7 @@ def test_a_corrupt_snapshot_stops_liqmon_run_with_one_line(tmp_path: Path) -> No
     state = tmp_path / "state"
     state.mkdir()
     (state / "snapshot.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 64)
-    result = subprocess.run(
+    result = cli_support.run(
         [
             sys.executable,
             "-m",

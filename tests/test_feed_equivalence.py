@@ -328,7 +328,7 @@ async def test_a_live_run_with_drops_and_a_silence_equals_the_replay_of_its_fram
     drops = frozenset({n // 5, n // 2, (4 * n) // 5}) if n > 10 else frozenset({0, 2})
     pause_at = (3 * n) // 10 if n > 10 else 3
     fake = await fake_exchange(
-        venue, interval_s=0.002, script=script, drop_after=drops, pause_after={pause_at: PAUSE_S}
+        venue, interval_s=0.001, script=script, drop_after=drops, pause_after={pause_at: PAUSE_S}
     )
     expected_ticks = sum(len(v) for v in marks.values())
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from functools import cache
 from typing import Any
 
 import pytest
@@ -573,11 +574,21 @@ def replay(engine: Engine, records: Sequence[Record]) -> Iterator[Outcome]:
             yield [("refused", type(exc).__name__, exc.reason)]
 
 
+@cache
+def generated(workload: Workload) -> Generator:
+    """The workload's record stream and the naive engine's outcomes, built once per session:
+    the equivalence test and the batched-ticks test replay the same workloads, and building
+    one (the naive engine in the loop) is four fifths of either test. Nothing mutates it: the
+    tests replay its records through fresh engines and only read the reference engine."""
+    generator = Generator(workload)
+    generator.build()
+    return generator
+
+
 def check_equivalence(workload: Workload) -> tuple[Generator, int, int]:
     """Build the workload, replay it through the indexed engine, compare everything; return
     the generator and how many entity evaluations each engine made."""
-    generator = Generator(workload)
-    generator.build()
+    generator = generated(workload)
     engine = Engine(workload.config())
     for n, (item, got, want) in enumerate(
         zip(generator.records, replay(engine, generator.records), generator.outcomes, strict=True)
@@ -596,18 +607,34 @@ def kinds(generator: Generator) -> dict[str, int]:
     return counts
 
 
-FAST = [
-    Workload(seed=1, accounts=600, steps=4000),
-    Workload(seed=2, accounts=600, steps=4000, policy="hold"),
-    Workload(seed=3, accounts=500, steps=3000, hysteresis="0"),
-    Workload(seed=4, accounts=500, steps=3000, hysteresis="0.001", policy="hold"),
-    Workload(seed=5, accounts=500, steps=3000, hysteresis="0.001"),
-    Workload(seed=6, accounts=500, steps=3000, hysteresis="0", policy="hold"),
-    Workload(seed=7, accounts=500, steps=3000, levels="0.5,0.75,0.95", hysteresis="0.1"),
+VARIANTS: list[dict[str, Any]] = [
+    {"seed": 1},
+    {"seed": 2, "policy": "hold"},
+    {"seed": 3, "hysteresis": "0"},
+    {"seed": 4, "hysteresis": "0.001", "policy": "hold"},
+    {"seed": 5, "hysteresis": "0.001"},
+    {"seed": 6, "hysteresis": "0", "policy": "hold"},
+    {"seed": 7, "levels": "0.5,0.75,0.95", "hysteresis": "0.1"},
 ]
+"""The policies, hystereses and level sets every equivalence test covers."""
+
+FAST = [Workload(accounts=200, steps=1200, **v) for v in VARIANTS]
+"""Every variant at 200 accounts x 1,200 steps (1-3 s each): the default run. Each still makes
+well over a hundred warnings, recoveries and liquidations, and over ten stale ticks and
+refused margin transfers, and the indexed engine evaluates 20x less than the naive one."""
+
+MEDIUM = [
+    Workload(accounts=600 if n < 2 else 500, steps=4000 if n < 2 else 3000, **v)
+    for n, v in enumerate(VARIANTS)
+]
+"""The same variants at 500-600 accounts x 3,000-4,000 steps (6-18 s each): with ``-m slow``."""
 
 
-@pytest.mark.parametrize("workload", FAST, ids=str)
+def _with_slow(fast: Sequence[Workload], slow: Sequence[Workload]) -> list[Any]:
+    return [*fast, *(pytest.param(w, marks=pytest.mark.slow) for w in slow)]
+
+
+@pytest.mark.parametrize("workload", _with_slow(FAST, MEDIUM), ids=str)
 def test_indexed_engine_equals_full_reevaluation(workload: Workload) -> None:
     """Replaying a seeded random workload through the indexed engine gives, record by record,
     exactly the naive engine's events (payloads, ids, order) and refusals, and the same final
@@ -775,13 +802,12 @@ def replay_one_by_one_grouped(engine: Engine, records: Sequence[Record]) -> list
     return out
 
 
-@pytest.mark.parametrize("workload", FAST[:4], ids=str)
+@pytest.mark.parametrize("workload", _with_slow(FAST[:4], MEDIUM[:4]), ids=str)
 def test_batches_of_ticks_equal_ticks_one_by_one(workload: Workload) -> None:
     """A replay applies runs of ticks in one call, where the entities the array path finds
     quiet at first marks are banded once for the run: every run gives exactly the events and
     drops the naive engine gives tick by tick."""
-    generator = Generator(workload)
-    generator.build()
+    generator = generated(workload)
     grouped = replay_grouped(Engine(workload.config()), generator.records)
     reference = replay_one_by_one_grouped(NaiveEngine(workload.config()), generator.records)
     assert grouped == reference

@@ -27,6 +27,7 @@ from liqmon.broker import LocalBroker, free_port
 from liqmon.replay import replay_file
 from monitor import Engine, EngineConfig
 from monitor.events import EntityRef
+from tests import cli_support
 from tests.conftest import ROOT
 from tests.mqtt_support import Collector
 
@@ -242,7 +243,7 @@ def test_the_outbox_survives_kill_9_and_is_delivered_after_restart(
     collector = Collector(broker.port, ["liqmon/v1/events/#"])
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    restarted = subprocess.run(
+    restarted = cli_support.run(
         [
             *LIQMON,
             "replay",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from collections import Counter
 from fractions import Fraction
@@ -32,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests import cli_support
 from tests.oracle import Oracle
 from tests.scenarios import generate as base_generate
 from tests.scenarios_collateral import generate
@@ -147,7 +147,7 @@ def cli_replay(
     cmd = [str(CLI), "replay", str(replay), "--funding", "--out", str(out)]
     cmd += ["--summary-json", str(summary), "--book-json", str(book)]
     cmd += ["--levels", levels, "--hysteresis", hysteresis, "--policy", policy]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = cli_support.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr[-2000:]}"
     events = [json.loads(x) for x in out.read_text().splitlines()]
     return events, json.loads(summary.read_text()), json.loads(book.read_text())

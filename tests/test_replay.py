@@ -42,6 +42,7 @@ from liqmon.summary import ReplayStats, render
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.events import EngineEvent, LiquidationTriggered
+from tests import cli_support
 from tests.conftest import DATA, ROOT
 
 CRASH = ROOT / "examples" / "crash.jsonl"
@@ -55,7 +56,7 @@ LIQMON = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "liqmon.
 
 def _cli(*args: object) -> subprocess.CompletedProcess[str]:
     """Run ``liqmon`` with pipes (so stdout and stderr are not terminals)."""
-    return subprocess.run(
+    return cli_support.run(
         [*LIQMON, *(str(a) for a in args)],
         capture_output=True,
         text=True,

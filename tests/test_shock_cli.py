@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import copy
 import json
-import subprocess
 import sys
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -24,6 +23,7 @@ from liqmon.replay import replay_file
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.events import to_payload
+from tests import cli_support
 from tests.conftest import ROOT
 from tests.oracle import Oracle
 
@@ -47,7 +47,7 @@ def _workload(path: Path, seed: int) -> Path:
 
 
 def _shock_cli(path: Path, moves: list[str], policy: str, out: Path) -> tuple[dict[str, Any], str]:
-    result = subprocess.run(
+    result = cli_support.run(
         [
             *LIQMON,
             "replay",
@@ -154,8 +154,16 @@ def _append_ticks(
     return _events(engine_events), _events(oracle_events)
 
 
-@pytest.mark.parametrize("policy", ["close", "hold"])
-@pytest.mark.parametrize("seed", [3, 11])
+@pytest.mark.parametrize(
+    ("seed", "policy"),
+    [
+        (3, "close"),
+        (11, "hold"),
+        # the other two pairings (each ~4 s, mostly the exact oracle's replay): with -m slow
+        pytest.param(3, "hold", marks=pytest.mark.slow),
+        pytest.param(11, "close", marks=pytest.mark.slow),
+    ],
+)
 def test_shock_json_equals_appending_the_tick(tmp_path: Path, policy: str, seed: int) -> None:
     """On random workloads, for moves down and up of the most held symbol, the JSON answer
     lists exactly the liquidations (with loss and shortfall), warnings (with level) and
@@ -210,7 +218,7 @@ def test_the_crash_shocked_on_both_symbols_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["XRPUSDT", "XRPUSDT=", "XRPUSDT=-100%", "XRPUSDT=lots"])
 def test_a_bad_shock_is_a_usage_error(bad: str, tmp_path: Path) -> None:
     """A malformed ``--shock`` stops before replaying anything, with exit status 2."""
-    result = subprocess.run(
+    result = cli_support.run(
         [*LIQMON, "replay", str(CRASH), "--out", str(tmp_path / "e.jsonl"), "--shock", bad],
         capture_output=True,
         text=True,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from liqmon.replay import replay_file
 from liqmon.settings import EngineSection
 from monitor.engine import Engine
 from monitor.shock import shock
+from tests import cli_support
 from tests.conftest import ROOT
 from tests.mqtt_support import Collector
 from tests.process_support import LIQMON, Liqmon
@@ -124,7 +124,7 @@ def test_liqmon_shock_adds_up_the_answers_of_two_running_instances(
     try:
         _ready(broker, services)
         move_args = ["--move", "XRPUSDT=-20%", "--move", "XRPUSD_PERP=-0.2"]
-        result = subprocess.run(
+        result = cli_support.run(
             [*LIQMON, "shock", "--mqtt", broker.url, *move_args, "--json", "--timeout", "30"],
             capture_output=True,
             text=True,
@@ -147,7 +147,7 @@ def test_liqmon_shock_adds_up_the_answers_of_two_running_instances(
             liquidated |= {(name, o["account"]) for o in expected["liquidations"]}
         assert {(o["instance"], o["account"]) for o in combined["liquidations"]} == liquidated
         assert {name for name, _ in liquidated} == {"svc-a", "svc-b"}  # both books count
-        text = subprocess.run(
+        text = cli_support.run(
             [*LIQMON, "shock", "--mqtt", broker.url, *move_args, "--timeout", "30"],
             capture_output=True,
             text=True,
@@ -208,7 +208,7 @@ def test_answers_go_to_the_response_topic_with_the_correlation_data(
 def test_liqmon_shock_says_when_nobody_answers(broker: LocalBroker) -> None:
     """With no instance on the broker it waits for its timeout, says so and exits 1; with no
     broker at all it says it could not connect."""
-    result = subprocess.run(
+    result = cli_support.run(
         [*LIQMON, "shock", "--mqtt", broker.url, "--move", "BTCUSDT=-8%", "--timeout", "1"],
         capture_output=True,
         text=True,
@@ -221,7 +221,7 @@ def test_liqmon_shock_says_when_nobody_answers(broker: LocalBroker) -> None:
     port = broker.port
     broker.stop()
     gone = f"mqtt://127.0.0.1:{port}"
-    result = subprocess.run(
+    result = cli_support.run(
         [*LIQMON, "shock", "--mqtt", gone, "--move", "BTCUSDT=-8%", "--timeout", "1"],
         capture_output=True,
         text=True,

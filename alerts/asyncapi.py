@@ -21,6 +21,8 @@ from alerts.schema import (
     MarginRecoveredPayload,
     MarginWarningPayload,
     RejectPayload,
+    ServiceStartedPayload,
+    ServiceStoppedPayload,
     ShockAnswerPayload,
     ShockRefusalPayload,
     ShockRequestPayload,
@@ -64,6 +66,11 @@ _FEEDS = {
     "feed_recovered": (FeedRecoveredPayload, "Feed recovered"),
 }
 
+_SERVICE = {
+    "service_started": (ServiceStartedPayload, "Service started"),
+    "service_stopped": (ServiceStoppedPayload, "Service stopped"),
+}
+
 _RECORDS: list[type[BaseModel]] = [
     ContractIn,
     BalanceIn,
@@ -92,6 +99,8 @@ def _schemas() -> dict[str, Any]:
         FeedStalePayload,
         FeedRecoveredPayload,
         RejectPayload,
+        ServiceStartedPayload,
+        ServiceStoppedPayload,
         ShockRequestPayload,
         ShockAnswerPayload,
         ShockRefusalPayload,
@@ -268,9 +277,12 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     )
     channels["rejects"] = {
         "address": f"{prefix}/rejects",
-        "title": "Rejected input messages",
-        "description": "QoS 1, not retained: every account input message that failed validation "
-        "or was refused by the engine, with the reason. Nothing of it was applied.",
+        "title": "Rejected input",
+        "description": "QoS 1, not retained, through the outbox in order with the alerts: every "
+        "input ``liqmon run`` refused (an account input message, a line of ``--replay`` or "
+        "``--accounts``, a venue's frame, a poll) because it failed validation or the engine "
+        "refused it, with the reason and where it came from. Nothing of it was applied. A "
+        "Binance user-data event that changes no account state is not a reject.",
         "messages": {"reject": {"$ref": "#/components/messages/RejectPayload"}},
     }
     operations["publish_rejects"] = {
@@ -278,6 +290,23 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
         "channel": {"$ref": "#/channels/rejects"},
         "bindings": {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}},
     }
+    for kind, (model, title) in _SERVICE.items():
+        messages[model.__name__] = _message(model.__name__, title, (model.__doc__ or "").strip())
+        channels[kind] = {
+            "address": f"{prefix}/service/{kind}/{{instance}}",
+            "title": title,
+            "description": "QoS 1, not retained, through the outbox in order with the alerts: "
+            "``liqmon run`` started (how, and what it restored: ``service_started``) or "
+            "stopped after its last input (``service_stopped``). The same payloads are lines "
+            "of the ``--out`` JSON Lines file.",
+            "parameters": _params("instance"),
+            "messages": {kind: {"$ref": f"#/components/messages/{model.__name__}"}},
+        }
+        operations[f"publish_{kind}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{kind}"},
+            "bindings": {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}},
+        }
     record_refs = {}
     for model in _RECORDS:
         messages[model.__name__] = _message(
@@ -360,8 +389,9 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             "version": TOPIC_TREE_VERSION,
             "description": "Margin-ratio warnings, recoveries and liquidations of isolated "
             "positions and cross accounts, feed health events, the latest margin state of every "
-            "entity, the status of each liqmon instance, the what-if shock (request/response), "
-            "and the account input topics the trading system publishes to. Topic tree v1 "
+            "entity, the status of each liqmon instance, its start and stop notices, the input "
+            "it refused, the what-if shock (request/response), and the account input topics the "
+            "trading system publishes to. Topic tree v1 "
             f"under the configurable prefix ``{prefix}``. Payloads are JSON; every one "
             "carries ``id`` and ``ts``.",
         },

@@ -10,6 +10,10 @@ import pytest
 import yaml
 
 from alerts.asyncapi import document
+from alerts.encoding import notice_message
+from alerts.schema import FEED_MODELS, NOTICE_MODELS
+from feeds.health import FeedEvent, FeedHealth
+from monitor.notices import InputRejected, Notice, ServiceStarted, ServiceStopped
 from tests.conftest import ROOT
 
 SPEC = ROOT / "asyncapi.yaml"
@@ -25,9 +29,8 @@ def test_asyncapi_yaml_is_the_document_generated_from_the_models() -> None:
 
 def test_every_channel_and_message_is_described() -> None:
     """Each alert kind has a cross, an isolated and a pool channel, plus state (each scope) and
-    status, the feed
-    events, rejects, the two input channels and the what-if request / response; every
-    message's payload points at a schema that exists."""
+    status, the feed events, rejects, the service's start and stop, the two input channels and
+    the what-if request / response; every message's payload points at a schema that exists."""
     doc = document()
     assert set(doc["channels"]) == {
         "status",
@@ -37,6 +40,8 @@ def test_every_channel_and_message_is_described() -> None:
         "feed_stale",
         "feed_recovered",
         "rejects",
+        "service_started",
+        "service_stopped",
         "in_records",
         "in_binance",
         "shock_request",
@@ -51,6 +56,38 @@ def test_every_channel_and_message_is_described() -> None:
     for message in doc["components"]["messages"].values():
         name = message["payload"]["$ref"].rsplit("/", 1)[1]
         assert name in schemas
+
+
+def test_feed_events_and_notices_as_published_match_their_schemas_and_channels() -> None:
+    """What the runtime hands the sinks validates against the documented models, and goes to
+    the topic its channel documents."""
+    health = FeedHealth("bybit", expected_interval_s=1.0)
+    health.watch(["BTCUSDT"], 0)
+    stalled = health.check(5_000_000_000)
+    recovered = health.observe("BTCUSDT", 6_000_000_000, 100.5)
+    assert stalled
+    assert recovered is not None
+    notices: list[Notice] = [
+        InputRejected.of(
+            ts=1, source="mqtt", reason="too_deep", detail="d", payload=b"[[", topic="records"
+        ),
+        InputRejected.of(
+            ts=1, source="replay", reason="invalid_json", detail="d", payload=b"", line=3
+        ),
+        ServiceStarted(
+            id="a", ts=1, instance="i", version="v", start="fresh", summary="s", restored={"x": 0}
+        ),
+        ServiceStopped(id="b", ts=2, instance="i", reason="signal", counts={"ticks": 0}),
+    ]
+    channels = document()["channels"]
+    events: list[FeedEvent | Notice] = [*stalled, recovered, *notices]
+    for event in events:
+        topic, body = notice_message("liqmon/v1", "i", event)
+        (FEED_MODELS | NOTICE_MODELS)[body["event"]].model_validate(body)
+        channel = "rejects" if body["event"] == "input_rejected" else body["event"]
+        address = channels[channel]["address"]
+        pattern = address.replace("{instance}", "i").replace("{venue}", "bybit")
+        assert topic == pattern.replace("{feed_symbol}", "BTCUSDT")
 
 
 def test_the_official_asyncapi_parser_accepts_the_document() -> None:

@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "--burst-every", type=int, default=150, help="frames between book-wide moves (0: none)"
     )
     parser.add_argument(
-        "--burst-move", type=float, default=0.02, help="the book-wide move (log return)"
+        "--burst-move", type=float, default=0.005, help="the book-wide move (log return)"
     )
     parser.add_argument(
         "--snapshot-interval-s", type=float, default=60.0, help="liqmon's snapshot interval"

@@ -95,7 +95,14 @@ def prepare(settings: ServiceSettings, store: StateStore, outbox: Outbox | None)
     runtime.replay_line = max(runtime.replay_line, restored.last_source_line)
     owed: dict[str, list[EngineEvent]] = {}
     marks = _durable_marks(settings, outbox)
+    fresh = not restored.from_snapshot and not restored.journal_records
     for name, mark in marks.items():
+        if fresh:
+            # nothing restored, nothing to compare: the seeding that follows skips what a
+            # sink already holds of it (a crash while seeding), see ``owed_after``; after
+            # --fresh a sink's earlier lines stay and new events follow them
+            owed[name] = []
+            continue
         resume = sink_resume(_sink_name(name, settings), mark, snapshot_last, replayed)
         if not resume.consistent:
             if not (decision.resumed or state.start == "resume"):
@@ -115,7 +122,6 @@ def prepare(settings: ServiceSettings, store: StateStore, outbox: Outbox | None)
         "events_reemitted": sum(isinstance(e, AlertEvent) for e in replayed),
         "replay_line": runtime.replay_line,
     }
-    fresh = not restored.from_snapshot and not restored.journal_records
     if fresh:
         summary = decision.line + " (seeds applied next)"
     else:

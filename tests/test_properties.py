@@ -371,7 +371,8 @@ def test_linear_long_and_short_mirror_about_the_entry(case: Case, ratio: float) 
       at EP;
     * bankruptcy prices reflect about EP: BP_long + BP_short = 2·EP;
     * liquidation prices sit on mirrored sides: if healthy at EP (W > MM(EP)), LP_long < EP <
-      LP_short; if not, both are already past it (LP_long > EP > LP_short);
+      LP_short; if W < MM(EP), both are already past it (LP_long > EP > LP_short); if W equals
+      MM(EP) exactly, both are EP (hypothesis found that boundary: a 1 % tier, 10 at 1, W 0.1);
     * Binance's formula for both sides, added: q·LP_L·(1 − m_L) + q·LP_S·(1 + m_S)
       = 2·q·EP + c_S − c_L, with (m, c) the tier at each LP.
     """
@@ -395,11 +396,14 @@ def test_linear_long_and_short_mirror_about_the_entry(case: Case, ratio: float) 
     lp_short = solve_price([short.leg], w, ep)
     assert lp_long is not None
     assert lp_short is not None
-    healthy = case.wallet > maintenance_margin_exact(long.leg, case.entry)
-    if healthy:
+    mm_at_entry = maintenance_margin_exact(long.leg, case.entry)
+    if case.wallet > mm_at_entry:
         assert lp_long < ep < lp_short
-    else:
+    elif case.wallet < mm_at_entry:
         assert lp_long > ep > lp_short
+    else:  # exactly at the threshold at EP: both liquidate there
+        assert math.isclose(lp_long, ep, rel_tol=1e-12)
+        assert math.isclose(lp_short, ep, rel_tol=1e-12)
 
     contract, q = case.contract, float(abs(case.qty))
     t_long = contract.tier_index(q * lp_long)

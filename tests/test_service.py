@@ -392,3 +392,37 @@ def test_restart_with_a_torn_journal_line_recovers(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert _ids(out) == [json.loads(line)["id"] for line in GOLDEN.read_text().splitlines()]
+
+
+def test_restarts_are_explicit_and_fresh_starts_over(tmp_path: Path) -> None:
+    """``run`` on examples/crash.jsonl: the same command again restores and writes nothing
+    twice; with another ``--out`` it refuses (exit 2, one line naming the state directory and
+    both choices) and writes nothing; ``--fresh`` then starts over and writes every alert to the
+    new file, and on the old one it appends them after the lines it already holds."""
+    source, state = ROOT / "examples" / "crash.jsonl", tmp_path / "state"
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    done = subprocess.run(_run_args(source, state, first), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    alerts = _ids(first)
+    assert alerts
+    again = subprocess.run(_run_args(source, state, first), capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert _ids(first) == alerts
+    refused = subprocess.run(
+        _run_args(source, state, second), capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("liqmon")]
+    for needed in (str(state), "--resume", "--fresh", "b.jsonl"):
+        assert needed in line
+    assert not second.exists() or _ids(second) == []
+    fresh = subprocess.run(
+        _run_args(source, state, second, "--fresh"), capture_output=True, timeout=120
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert _ids(second) == alerts
+    fresh_again = subprocess.run(
+        _run_args(source, state, first, "--fresh"), capture_output=True, timeout=120
+    )
+    assert fresh_again.returncode == 0, fresh_again.stderr
+    assert _ids(first) == alerts + alerts  # started over: its earlier lines stay

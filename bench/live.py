@@ -239,10 +239,10 @@ def _breakdown(http_port: int) -> dict[str, dict[str, float | None]]:
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != "liqmon_alert_path_seconds":
+        if family.name not in ("liqmon_alert_path_seconds", "liqmon_gc_pause_seconds"):
             continue
         for sample in family.samples:
-            step = sample.labels["step"]
+            step = sample.labels.get("step") or f"gc{sample.labels['generation']}"
             if sample.name.endswith("_bucket"):
                 buckets.setdefault(step, []).append((float(sample.labels["le"]), sample.value))
             elif sample.name.endswith("_sum"):
@@ -264,7 +264,18 @@ def _breakdown(http_port: int) -> dict[str, dict[str, float | None]]:
             "p50_le_ms": quantile(step, 0.5),
             "p99_le_ms": quantile(step, 0.99),
         }
-        for step in ("venue", "parse", "wait", "engine", "journal", "sinks", "mqtt")
+        for step in (
+            "venue",
+            "parse",
+            "wait",
+            "engine",
+            "journal",
+            "sinks",
+            "mqtt",
+            "gc0",
+            "gc1",
+            "gc2",
+        )
         if step in counts
     }
 

@@ -194,6 +194,13 @@ class Metrics:
             ),
             registry=r,
         )  # fmt: skip
+        self.gc_pause = Histogram(
+            "liqmon_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation",
+            ["generation"],
+            buckets=(1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         self.feed_frames = Counter(
             "liqmon_feed_frames", "Frames received from the feed", ["venue"], registry=r
         )

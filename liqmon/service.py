@@ -133,6 +133,7 @@ class Service:
         """Set while the engine task waits for an input: when the state sweep may run."""
         self._ready_http = asyncio.Event()
         self._snapshot_writing: asyncio.Future[None] | None = None
+        self._gc_started = 0.0
         feed = settings.feed
         self.hyperliquid: HyperliquidWatch | None = None
         if feed.venue == "hyperliquid":
@@ -405,7 +406,16 @@ class Service:
         # quarter of a second of a 100,000-account book (a pause every alert would wait for)
         gc.collect()
         gc.freeze()
+        gc.callbacks.append(self._gc_timer)
         self.restored = True
+
+    def _gc_timer(self, phase: str, info: dict[str, Any]) -> None:
+        """Time each collection (``liqmon_gc_pause_seconds``): a pause is a pause of alerts."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._gc_started
+            self.metrics.gc_pause.labels(str(info["generation"])).observe(pause)
 
     async def _seed(self, marks: dict[str, str | None]) -> None:
         """Apply the seeds of a fresh start (brackets, ``--accounts``) and snapshot the result:
@@ -471,6 +481,8 @@ class Service:
                     task.cancel()
                 await self._stop_cleanly()
         finally:
+            if self._gc_timer in gc.callbacks:
+                gc.callbacks.remove(self._gc_timer)
             if self.mqtt is not None:
                 self.mqtt.outbox.close()  # its task has ended with the task group
             self.store.close()

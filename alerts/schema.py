@@ -135,7 +135,10 @@ class StatePayload(_Payload):
     Numbers come from the fast path (within 1e-12 relative of exact)."""
 
     id: str = Field(description="changes whenever the state does")
-    ts: int = Field(description="exchange time (ms) of the record behind this state")
+    ts: int = Field(
+        description="exchange time (ms) of the latest record the engine had applied when the "
+        "state was built"
+    )
     account: str
     scope: Literal["isolated", "cross", "pool"]
     asset: str

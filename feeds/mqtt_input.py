@@ -21,19 +21,18 @@ the broker keeps the subscriptions and queues QoS 1 messages while liqmon is awa
 as its own limits allow (Mosquitto: ``max_queued_messages``, and a persistence file to survive
 its own restart).
 
-**Why paho, not aiomqtt, here.** aiomqtt 2.5 (the client the publisher and the link use) has
-no public way to delay an acknowledgement: its message callback only puts the message on its
-queue, and paho sends the PUBACK as soon as that callback returns, that is on *arrival*, before
-the message is even taken from ``client.messages`` (upstream: empicano/aiomqtt#345, open; the
-draft empicano/aiomqtt#346). Every message in that queue, and the one being handled, would be
-lost in a crash. So this module drives a paho-mqtt client (aiomqtt's own transport, a declared
-dependency of liqmon) through paho's *public* API only: ``Client(manual_ack=True)`` and
-:meth:`paho.mqtt.client.Client.ack`, and paho's documented external event loop hooks
-(``on_socket_open`` / ``on_socket_register_write`` / ... with ``loop_read``, ``loop_write``,
-``loop_misc``) on the running asyncio loop. A connection failure is a
-:class:`~monitor.errors.BrokerError` inside this module and is retried; :func:`subscribe` itself
-only ends by cancellation or by an exception of the handler.
-"""
+**Why paho, not aiomqtt, here.** aiomqtt 2.5 (the client the publisher and the link use) has no
+public way to delay an acknowledgement: its message callback only puts the message on its queue,
+and paho sends the PUBACK as soon as that callback returns, that is on *arrival*, before the
+message is even taken from ``client.messages`` (a known limitation of aiomqtt, open upstream
+when this was written; see docs/choices.md). Every message in that queue, and the one being
+handled, would be lost in a crash. So this module drives a paho-mqtt client (aiomqtt's own
+transport, a declared dependency of liqmon) through paho's *public* API only:
+``Client(manual_ack=True)`` and :meth:`paho.mqtt.client.Client.ack`, and paho's documented
+external event loop hooks (``on_socket_open`` / ``on_socket_register_write`` / ... with
+``loop_read``, ``loop_write``, ``loop_misc``) on the running asyncio loop. A connection failure
+is a :class:`~monitor.errors.BrokerError` inside this module and is retried; :func:`subscribe`
+itself only ends by cancellation or by an exception of the handler."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The engine package is sans-I/O: no module of ``monitor/`` imports anything that does I/O,
-reads a clock, draws randomness or runs concurrently (STYLE.md, "Sans-I/O core").
+reads a clock, draws randomness or runs concurrently (the sans-I/O core of docs/choices.md).
 
 The check walks the AST of every module, so it sees imports the interpreter would only run
 later: inside functions, under ``if TYPE_CHECKING:``, in ``try`` blocks — and dynamic ones

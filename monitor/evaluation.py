@@ -269,15 +269,20 @@ class Evaluator:
                 events.append(self._recovered(entity, ts, valuation))
         if self.state_in_bands:
             ratio = mm / mb  # MB > 0: not liquidated
-            shown = entities.v_shown_ratio[entity]
-            if (
-                shown != shown
-                or entities.v_level[entity] != entities.v_shown_level[entity]
-                or abs(ratio - shown) >= self.state_step(shown)
-            ):
+            if self._state_due(entity, ratio):
                 events.append(self._state(entity, ts, mb, mm, ratio))
         if self.indexing:
             self.index_one(entity, mb, mm, tolerance)
+
+    def _state_due(self, entity: int, ratio: float | None) -> bool:
+        """Whether the entity's published state is out of date: none published yet (or marked
+        so), another level, or ``ratio`` (``None``: not compared) moved by :meth:`state_step`
+        or more. The array form of the same rule is in :meth:`_sweep_chunk`."""
+        entities = self.book.entities
+        shown = entities.v_shown_ratio[entity]
+        if shown != shown or entities.v_level[entity] != entities.v_shown_level[entity]:
+            return True
+        return ratio is not None and abs(ratio - shown) >= self.state_step(shown)
 
     def state_step(self, shown: float) -> float:
         """How far the ratio may move from its published value before it is republished."""
@@ -520,19 +525,10 @@ class Evaluator:
         valuation = _Valuation(self, entity)
         if valuation.waiting:
             return
-        state = self.book.entities
         mb, mm = valuation.mb, valuation.mm
         ratio = mm / mb if mb > 0 else None
-        shown = state.v_shown_ratio[entity]
-        if (
-            shown != shown
-            or state.v_shown_level[entity] != state.v_level[entity]
-            or (
-                not state.v_liquidating[entity]
-                and ratio is not None
-                and abs(ratio - shown) >= self.state_step(shown)
-            )
-        ):
+        moves = ratio is not None and not self.book.entities.v_liquidating[entity]
+        if self._state_due(entity, ratio if moves else None):
             events.append(self._state(entity, ts, mb, mm, ratio))
 
     # -- events ---------------------------------------------------------------------------------

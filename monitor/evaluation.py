@@ -35,6 +35,7 @@ from monitor.config import STATE_RATIO_FLOOR, EngineConfig
 from monitor.events import (
     AssetView,
     EngineEvent,
+    EntityRef,
     LiquidationTriggered,
     MarginRecovered,
     MarginStateChanged,
@@ -153,6 +154,10 @@ class Evaluator:
         """States found by :meth:`sweep` (see :attr:`EngineConfig.state_sweep`)."""
         self.hold = config.policy == "hold"
         self.events_emitted = 0
+        self.alerts_of: dict[EntityRef, int] = {}
+        """Alerts emitted so far for each entity that has had one, kept when the entity is
+        closed: the place an alert id names is its entity's own count, so the ids do not
+        depend on which other accounts the engine holds (a shard holds some of them)."""
         self.transitions = 0
         self.evaluations = 0
         """Entities run through the state machine (scalar or batch), for tests and metrics."""
@@ -534,10 +539,15 @@ class Evaluator:
     # -- events ---------------------------------------------------------------------------------
 
     def _next_id(self, kind: str, entity: int, ts: int, *facts: object) -> tuple[str, int]:
+        """The alert's id and its place in the engine's stream of events (``seq``, what a
+        durable sink resumes after)."""
         sequence = self.events_emitted
         self.events_emitted += 1
         self.transitions += 1
-        return event_id(kind, entity_ref(self.book, entity), ts, sequence, facts), sequence
+        ref = entity_ref(self.book, entity)
+        count = self.alerts_of.get(ref, 0)
+        self.alerts_of[ref] = count + 1
+        return event_id(kind, ref, ts, count, facts), sequence
 
     def _warning(
         self, entity: int, ts: int, level: int, valuation: _Valuation

@@ -211,9 +211,10 @@ def event_id(
     """A stable, unique id: a hash of what the event is about, what it says and its place in
     the stream.
 
-    ``sequence`` is the engine's running count of events, so two otherwise identical events
-    (same entity, kind and ``ts``) still differ, and replaying the same input gives the same ids;
-    ``facts`` (the event's numbers) make ids of different runs differ when their events do.
+    ``sequence`` is the entity's own running count of alerts, so two otherwise identical events
+    (same entity, kind and ``ts``) still differ, and replaying the same input gives the same ids
+    whatever other accounts the engine holds (one instance or a shard of them); ``facts`` (the
+    event's numbers) make ids of different runs differ when their events do.
     """
     text = "|".join(
         (

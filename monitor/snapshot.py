@@ -30,6 +30,7 @@ from monitor.config import EngineConfig
 from monitor.contracts import Tier, make_contract
 from monitor.engine import Engine
 from monitor.errors import SnapshotError as SnapshotError
+from monitor.events import EntityRef
 from monitor.pools import value_pool
 from monitor.records import MarkSource
 
@@ -120,6 +121,7 @@ def export_state(engine: Engine) -> EngineSnapshot:
         "version": SNAPSHOT_VERSION,
         "clock": engine.clock,
         "events_emitted": engine.events_emitted,
+        "alerts_of": [[*ref, count] for ref, count in engine._evaluator.alerts_of.items()],
         "levels": [str(v) for v in engine.config.levels],
         "accounts": list(book.account_names.names),
         "assets": list(book.asset_names.names),
@@ -203,6 +205,9 @@ def restore_state(snapshot: EngineSnapshot, config: EngineConfig | None = None) 
             engine._mark_text[sid] = text
         engine._clock = int(meta["clock"])
         engine.events_emitted = int(meta["events_emitted"])
+        engine._evaluator.alerts_of = {
+            EntityRef(*ref): int(count) for *ref, count in meta.get("alerts_of", ())
+        }
         for asset, (price, haircut, ts) in meta.get("collateral", {}).items():
             book.collateral[int(asset)] = Collateral(Decimal(price), Decimal(haircut), int(ts))
         funding = meta.get("funding", {})

@@ -233,6 +233,15 @@ class Outbox:
     def depth(self) -> int:
         return self._last_seq - self._acked
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last message appended."""
+        return self._last_seq
+
+    def delivered_through(self, seq: int) -> bool:
+        """Whether the broker acknowledged every message up to ``seq``."""
+        return self._acked >= seq
+
     def stats(self) -> OutboxStats:
         head = self._window[0] if self._window else None
         return OutboxStats(

@@ -1,9 +1,9 @@
 """How long to wait before reconnecting: the one backoff of every connection liqmon makes.
 
 Venue websockets (:mod:`feeds.live`), Hyperliquid's info API (:mod:`feeds.hyperliquid_info`),
-the MQTT publisher (:mod:`alerts.publisher`), the MQTT link (:mod:`alerts.link`) and the MQTT
-input session (:mod:`feeds.mqtt_input`) all wait :func:`reconnect_delay` between attempts; only
-their :class:`ReconnectPolicy` differs.
+the MQTT publisher (:mod:`alerts.publisher`), the MQTT link (:mod:`alerts.link`), the MQTT
+input session (:mod:`feeds.mqtt_input`) and the cluster's JetStream requests all wait
+:func:`reconnect_delay` between attempts; only their :class:`ReconnectPolicy` differs.
 
 Pure: the randomness is a parameter (callers pass ``random.random``; tests pass fixed draws),
 and nothing here sleeps.
@@ -34,6 +34,9 @@ FEED_BACKOFF = ReconnectPolicy()
 """Venue websockets: a floor of 0.5 s, so a venue that closes cleanly is not hammered."""
 MQTT_BACKOFF = ReconnectPolicy(minimum_s=0.2)
 """The broker: the same window, a lower floor (the broker is ours, and usually close)."""
+CLUSTER_BACKOFF = ReconnectPolicy(base_s=0.05, cap_s=1.0, minimum_s=0.05)
+"""NATS JetStream requests (:mod:`liqmon.cluster.nats_io`): a node restarting or a leader
+election lasts a second or two, and an owner must be back as soon as it is over."""
 
 
 def reconnect_delay(attempt: int, policy: ReconnectPolicy, rand: Callable[[], float]) -> float:

@@ -102,20 +102,30 @@ def save_snapshot(snapshot: EngineSnapshot) -> bytes:
     return buffer.getvalue()
 
 
+def snapshot_from_bytes(data: bytes) -> EngineSnapshot:
+    """What :func:`save_snapshot` made, from bytes (a store that is not a file, such as a
+    JetStream object store)."""
+    return _load_snapshot(io.BytesIO(data), "in the store")
+
+
 def load_snapshot(path: Path) -> EngineSnapshot:
     """What :func:`save_snapshot` wrote to ``path``."""
+    return _load_snapshot(path, str(path))
+
+
+def _load_snapshot(path: Path | IO[bytes], name: str) -> EngineSnapshot:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:  # what numpy lets through
-        raise SnapshotError(f"unreadable snapshot {path}: {exc}") from exc
+        raise SnapshotError(f"unreadable snapshot {name}: {exc}") from exc
     meta = arrays.pop("__meta__", None)
     if meta is None:
-        raise SnapshotError(f"unreadable snapshot {path}: no metadata")
+        raise SnapshotError(f"unreadable snapshot {name}: no metadata")
     try:
         return EngineSnapshot(arrays, orjson.loads(meta.tobytes()))
     except orjson.JSONDecodeError as exc:
-        raise SnapshotError(f"unreadable snapshot {path}: its metadata is not JSON") from exc
+        raise SnapshotError(f"unreadable snapshot {name}: its metadata is not JSON") from exc
 
 
 @dataclass

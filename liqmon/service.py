@@ -568,6 +568,10 @@ def run_service(settings: ServiceSettings) -> int:
     URL) ends the service with status 1 after logging why; the journal holds every applied
     account record, so nothing is lost. A refused start raises :class:`StartRefused` (the
     command line prints its one line)."""
+    if settings.cluster.urls:
+        from liqmon.cluster.service import run_cluster  # only for clusters
+
+        return run_cluster(settings)
     status = 1
     try:
         status = asyncio.run(Service(settings).run())

@@ -60,16 +60,17 @@ class EngineSection(_Section):
     funding: bool = False
     """Settle the funding rates that ticks carry (docs/collateral.md §3)."""
 
-    def config(self) -> EngineConfig:
+    def config(self, *, state_sweep: bool = True) -> EngineConfig:
         """The service's engine: states found by sweeps between inputs, never on the alert
-        path (:attr:`monitor.config.EngineConfig.state_sweep`)."""
+        path (:attr:`monitor.config.EngineConfig.state_sweep`); a cluster's owners find them
+        tick by tick (``state_sweep=False``)."""
         return EngineConfig.from_values(
             self.levels,
             self.hysteresis,
             self.policy,
             self.state_move,
             funding=self.funding,
-            state_sweep=True,
+            state_sweep=state_sweep,
         )
 
 
@@ -239,6 +240,37 @@ class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ClusterSection(_Section):
+    """Sharded, highly available ``liqmon run`` on NATS JetStream (docs/deployment.md): set
+    ``urls`` to run as one instance of a cluster instead of alone."""
+
+    urls: list[str] = Field(default_factory=list)
+    """The NATS servers (``nats://host:4222``), any of which will do."""
+    partitions: int = Field(default=3, ge=1, le=1024)
+    """N of the servers' ``partition(N, account)`` mapping: the same number everywhere."""
+    prefix: str = Field(default="liqmon", pattern=r"^[A-Za-z0-9_-]+$")
+    stream: str = Field(default="LIQMON", pattern=r"^[A-Za-z0-9_-]+$")
+    leases: str = Field(default="liqmon-leases", pattern=r"^[A-Za-z0-9_-]+$")
+    snapshots: str = Field(default="liqmon-snapshots", pattern=r"^[A-Za-z0-9_-]+$")
+    replicas: int = Field(default=3, ge=1, le=5)
+    lease_s: float = Field(default=5.0, ge=0.5)
+    """A lease lasts this long unrenewed: a standby takes a dead owner's partition within it
+    and a quarter more."""
+    max_partitions: int = Field(default=1, ge=1)
+    """Partitions one instance owns at most (three shards and a standby: 3 and 4 instances)."""
+    snapshot_interval_s: float = Field(default=10.0, gt=0)
+    """An owner saves its partition's snapshot this often (once it has applied something new):
+    how much of the log a takeover replays."""
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("nats://", "tls://")):
+                raise ValueError(f"expected nats://host:port or tls://host:port, got {url!r}")
+        return value
+
+
 class ServiceSettings(BaseSettings):
     """Everything ``liqmon run`` needs (see the module docstring)."""
 
@@ -252,6 +284,7 @@ class ServiceSettings(BaseSettings):
     state: StateSection = Field(default_factory=StateSection)
     http: HttpSection = Field(default_factory=HttpSection)
     log: LogSection = Field(default_factory=LogSection)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
     accounts: Path | None = None
     """Normalized records (contracts, balances, positions, snapshots) to seed a fresh start."""
     brackets: list[Path] = Field(default_factory=list)

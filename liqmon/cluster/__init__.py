@@ -1,0 +1,8 @@
+"""Sharded, highly available ``liqmon run`` on NATS JetStream (docs/deployment.md).
+
+* :mod:`.subjects`: the subjects, the partition of an account, the relay's message ids (pure);
+* :mod:`.lease`: the rules of partition ownership (pure, time passed in);
+* :mod:`.shard_core`: one partition's log applied to a runtime, and its snapshot (pure);
+* :mod:`.nats_io`: the JetStream adapters (stream, leases bucket, snapshots, log reader);
+* :mod:`.service`: the wiring: one task group per instance.
+"""

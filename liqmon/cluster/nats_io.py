@@ -1,0 +1,263 @@
+"""The JetStream side of an instance: the stream, the leases bucket, the snapshot store, the
+log reader and the relay's publisher. Adapters only: what to do is decided elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import Error as JetStreamError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from feeds.backoff import CLUSTER_BACKOFF, reconnect_delay
+from liqmon.cluster.subjects import relay_message_id, venue_subject
+
+log = structlog.get_logger("liqmon.cluster")
+
+TRANSIENT = (NatsError, JetStreamError, asyncio.TimeoutError, OSError)
+"""What a restarting node, a leader election or a lost connection raise: try again."""
+
+__all__ = ["TRANSIENT", "ClusterLink", "KeyWrongLastSequenceError", "LogReader"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNames:
+    prefix: str
+    stream: str
+    leases: str
+    snapshots: str
+    replicas: int
+    lease_s: float
+
+
+class ClusterLink:
+    """One connection to the cluster and the three JetStream assets liqmon uses."""
+
+    def __init__(self, urls: list[str], names: ClusterNames, instance: str) -> None:
+        self.urls = urls
+        self.names = names
+        self.instance = instance
+        self.nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: KeyValue | None = None
+        self._obs: ObjectStore | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        assert self._js is not None  # noqa: S101  # after connect()
+        return self._js
+
+    @property
+    def leases(self) -> KeyValue:
+        assert self._kv is not None  # noqa: S101  # after connect()
+        return self._kv
+
+    @property
+    def snapshots(self) -> ObjectStore:
+        assert self._obs is not None  # noqa: S101  # after connect()
+        return self._obs
+
+    async def connect(self) -> None:
+        """Connect (to any server of the list; reconnecting for ever) and make sure the
+        stream, the leases bucket and the snapshot store exist, waiting for the cluster to
+        have a JetStream quorum."""
+        self.nc = await nats.connect(
+            servers=self.urls,
+            name=f"liqmon-{self.instance}",
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+            error_cb=_connection_error,
+            disconnected_cb=_disconnected,
+            reconnected_cb=_reconnected,
+        )
+        self._js = self.nc.jetstream(timeout=2.0)
+        attempt = 0
+        while True:
+            try:
+                await self._ensure_assets()
+                return
+            except TRANSIENT as exc:
+                delay = _delay(attempt)
+                attempt += 1
+                log.warning("cluster_not_ready", error=repr(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _ensure_assets(self) -> None:
+        names, js = self.names, self.js
+        config = StreamConfig(
+            name=names.stream,
+            subjects=[f"{names.prefix}.part.>"],
+            num_replicas=names.replicas,
+            storage=StorageType.FILE,
+            duplicate_window=120.0,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError as exc:  # it exists, made otherwise by an operator: use it
+            log.info("cluster_stream_kept", stream=names.stream, detail=str(exc))
+        try:
+            self._kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=names.leases, ttl=names.lease_s, history=1, replicas=names.replicas
+                )
+            )
+        except BadRequestError:
+            self._kv = await js.key_value(names.leases)
+        try:
+            self._obs = await js.create_object_store(
+                names.snapshots, config=ObjectStoreConfig(replicas=names.replicas)
+            )
+        except BadRequestError:
+            self._obs = await js.object_store(names.snapshots)
+
+    async def load_snapshot(self, name: str) -> bytes | None:
+        """The snapshot ``name``, or ``None`` if there is none yet."""
+        try:
+            result = await self.snapshots.get(name)
+        except NotFoundError:  # ObjectNotFoundError is one
+            return None
+        return result.data
+
+    async def save_snapshot(self, name: str, data: bytes) -> None:
+        await self.snapshots.put(name, data)
+
+    async def relay(self, partitions: int, frame: bytes) -> int:
+        """Store ``frame`` in every partition's log (once however many instances relay it):
+        how many of the copies were new. Retries until each partition has it."""
+        fresh = 0
+        for partition in range(partitions):
+            attempt = 0
+            while True:
+                try:
+                    ack = await self.js.publish(
+                        venue_subject(self.names.prefix, partition),
+                        frame,
+                        headers={"Nats-Msg-Id": relay_message_id(partition, frame)},
+                    )
+                except TRANSIENT as exc:
+                    log.debug("relay_retry", partition=partition, error=repr(exc))
+                    await asyncio.sleep(_delay(attempt))
+                    attempt += 1
+                    continue
+                fresh += not ack.duplicate
+                break
+        return fresh
+
+    async def close(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+
+
+class LogReader:
+    """A partition's log from a stream sequence on, in batches, surviving restarting nodes:
+    an ephemeral pull consumer is made again from the next sequence whenever it fails (what an
+    ordered consumer does). ``pending`` is how far behind the log's end the last batch was."""
+
+    def __init__(
+        self, link: ClusterLink, subject: str, after_seq: int, *, batch: int = 256
+    ) -> None:
+        self.link = link
+        self.subject = subject
+        self.next_seq = after_seq + 1
+        self.batch = batch
+        self.pending: int | None = None
+        self.recreated = 0
+
+    async def _subscribe(self) -> Any:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.next_seq,
+            ack_policy=AckPolicy.ALL,
+            filter_subject=self.subject,
+            inactive_threshold=30.0,
+            max_ack_pending=-1,
+        )
+        return await self.link.js.pull_subscribe(
+            self.subject, durable=None, stream=self.link.names.stream, config=config
+        )
+
+    async def batches(self, wait_s: float = 0.25) -> AsyncIterator[list[Msg]]:
+        """Batches of messages in order; an empty batch when nothing came within ``wait_s``
+        (so that the caller can do its timed work)."""
+        attempt = 0
+        subscription: Any = None
+        idle = 0
+        while True:
+            try:
+                if subscription is None:
+                    subscription = await self._subscribe()
+                try:
+                    messages = await subscription.fetch(self.batch, timeout=wait_s)
+                except (TimeoutError, NatsTimeout):
+                    idle += 1
+                    if idle * wait_s >= 3.0:  # quiet for long: is the consumer still there?
+                        idle = 0
+                        await subscription.consumer_info()
+                    yield []
+                    continue
+            except TRANSIENT as exc:
+                log.info("log_reader_resubscribing", subject=self.subject, error=repr(exc))
+                self.recreated += 1
+                await _drop(subscription)
+                subscription = None
+                await asyncio.sleep(_delay(attempt))
+                attempt += 1
+                continue
+            idle = 0
+            attempt = 0
+            fresh = [m for m in messages if m.metadata.sequence.stream >= self.next_seq]
+            if fresh:
+                self.next_seq = fresh[-1].metadata.sequence.stream + 1
+                self.pending = fresh[-1].metadata.num_pending
+                # the consumer is ephemeral and its acks keep nothing durable: a lost one is
+                # no harm
+                with contextlib.suppress(*TRANSIENT):
+                    await fresh[-1].ack()
+                yield fresh
+
+
+def _delay(attempt: int) -> float:
+    return reconnect_delay(attempt, CLUSTER_BACKOFF, random.random)
+
+
+async def _drop(subscription: Any) -> None:
+    """Unsubscribe if possible; the caller forgets the subscription."""
+    if subscription is not None:
+        with contextlib.suppress(*TRANSIENT):
+            await subscription.unsubscribe()
+
+
+async def _connection_error(exc: Exception) -> None:
+    log.info("cluster_connection_error", error=repr(exc))
+
+
+async def _disconnected() -> None:
+    log.info("cluster_disconnected")
+
+
+async def _reconnected() -> None:
+    log.info("cluster_reconnected")

@@ -1,0 +1,451 @@
+"""``liqmon run`` as one instance of a cluster: wiring around :class:`ShardCore` and the leases.
+
+One :class:`asyncio.TaskGroup` owns every task, each named:
+
+* ``venue`` reads the venue feed (every instance does) and ``relay`` stores each frame in
+  every partition's log (:meth:`ClusterLink.relay`; JetStream keeps one copy of each);
+* ``leases`` takes free partitions, renews those it holds and gives up those it lost
+  (:class:`~liqmon.cluster.lease.Ownership` decides);
+* ``partition-{p}``, while this instance owns ``p``: restores the partition from its latest
+  snapshot (or its seeds), applies its log from the snapshot's sequence on, hands the events to
+  every sink, and saves a snapshot every ``snapshot_interval_s`` once everything before it has
+  been delivered to the broker (so that a takeover repeats events but never loses one);
+* ``mqtt-publisher`` and ``http`` (metrics, health) as in the single-instance service.
+
+SIGTERM stops the owners (a last snapshot, then the lease is given back, so that a standby
+takes over at once), drains the outbox and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import deque
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from alerts.encoding import engine_notional
+from alerts.jsonl import JsonLinesSink
+from alerts.outbox import Outbox
+from alerts.publisher import MqttSink
+from alerts.sink import EventSink, OutputEvent
+from feeds.brackets import load_brackets
+from feeds.frames import FrameParser
+from feeds.live import FeedFailed, FeedStats, frames
+from feeds.normalized import parse_line
+from liqmon import __version__
+from liqmon.cluster.lease import LeaseTerms, Ownership, lease_key, lease_value
+from liqmon.cluster.nats_io import (
+    TRANSIENT,
+    ClusterLink,
+    ClusterNames,
+    KeyWrongLastSequenceError,
+    LogReader,
+)
+from liqmon.cluster.shard_core import ShardCore, restored, seeded
+from liqmon.cluster.subjects import parse_log_subject, partition_subjects
+from liqmon.ops import Metrics, serve
+from liqmon.persistence import save_snapshot
+from liqmon.settings import ServiceSettings
+from monitor.engine import Engine
+from monitor.errors import ConfigError
+from monitor.records import AccountUpdateRecord, ContractRecord, Record
+
+log = structlog.get_logger("liqmon.cluster")
+
+RELAY_QUEUE = 1_000
+"""Frames waiting to be relayed; past this the oldest is dropped (another instance's copy
+fills the gap) and counted."""
+DELIVERY_WAIT_S = 10.0
+"""How long a snapshot waits for the broker to acknowledge what came before it (skipped
+otherwise, and tried again at the next interval)."""
+
+
+class ClusterMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        self.owned = Gauge(
+            "liqmon_cluster_partition_owned",
+            "1 while this instance owns the partition",
+            ["partition"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "liqmon_cluster_lag_messages",
+            "Messages of the partition's log not yet applied by its owner",
+            ["partition"],
+            registry=r,
+        )
+        self.applied_seq = Gauge(
+            "liqmon_cluster_applied_sequence",
+            "The stream sequence of the last message the owner applied",
+            ["partition"],
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "liqmon_cluster_acquisitions",
+            "Partitions this instance took (a standby taking a dead owner's among them)",
+            ["partition"],
+            registry=r,
+        )
+        self.losses = Counter(
+            "liqmon_cluster_losses",
+            "Partitions this instance gave up, by reason (refused, overdue, stopping)",
+            ["reason"],
+            registry=r,
+        )
+        self.relayed = Counter(
+            "liqmon_cluster_relayed_frames",
+            "Venue frames stored in the partitions' logs, by outcome (new, already there)",
+            ["outcome"],
+            registry=r,
+        )
+        self.relay_dropped = Counter(
+            "liqmon_cluster_relay_dropped_frames",
+            "Venue frames dropped before relaying (the relay queue was full)",
+            registry=r,
+        )
+        self.snapshots = Counter(
+            "liqmon_cluster_snapshots", "Partition snapshots saved", ["partition"], registry=r
+        )
+
+
+def cluster_seeds(settings: ServiceSettings) -> list[Record]:
+    """What every owner starts a partition from: the bracket files' contracts, and the
+    records of ``accounts`` that are not an account's (contracts, collateral prices).
+    Account records come from the log only: a seed file holding one is a configuration error."""
+    seeds: list[Record] = [
+        ContractRecord(contract) for path in settings.brackets
+        for contract in load_brackets(path).contracts
+    ]  # fmt: skip
+    if settings.accounts is not None:
+        with open(settings.accounts, "rb") as stream:
+            for number, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                record = parse_line(line)
+                if getattr(record, "account", None) is not None or isinstance(
+                    record, AccountUpdateRecord
+                ):
+                    raise ConfigError(
+                        f"cluster: {settings.accounts} line {number} is an account record; "
+                        "in a cluster account records come from the log only"
+                    )
+                seeds.append(record)
+    return seeds
+
+
+class ClusterService:
+    """See the module docstring."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        if settings.feed.venue is None:
+            raise ConfigError(
+                "cluster: a venue feed is needed ([feed] venue): every instance reads it"
+            )
+        self.settings = settings
+        cluster = settings.cluster
+        self.instance = settings.mqtt.instance
+        self.names = ClusterNames(
+            prefix=cluster.prefix,
+            stream=cluster.stream,
+            leases=cluster.leases,
+            snapshots=cluster.snapshots,
+            replicas=cluster.replicas,
+            lease_s=cluster.lease_s,
+        )
+        self.link = ClusterLink(cluster.urls, self.names, self.instance)
+        self.ownership = Ownership(
+            self.instance, cluster.partitions, LeaseTerms(cluster.lease_s, cluster.max_partitions)
+        )
+        self.metrics = Metrics()
+        self.cluster_metrics = ClusterMetrics(self.metrics)
+        self.stopping = asyncio.Event()
+        self.seeds = cluster_seeds(settings)
+        self.cores: dict[int, ShardCore] = {}
+        self._owners: dict[int, asyncio.Task[None]] = {}
+        self._contracts = seeded(
+            settings.engine.config(), 0, settings.feed.venue, "mark", self.seeds
+        )
+        self._frames: deque[bytes] = deque(maxlen=RELAY_QUEUE)
+        self._frame_ready = asyncio.Event()
+        self.sinks: dict[str, EventSink] = {}
+        self.mqtt: MqttSink | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+
+    # -- sinks -------------------------------------------------------------------------------
+
+    def _open_sinks(self) -> None:
+        settings = self.settings
+        if settings.out is not None:
+            stream = open(settings.out, "a", encoding="utf-8")  # noqa: SIM115  # the sink's
+            self.sinks["jsonl"] = JsonLinesSink(stream, owns_stream=True, flush_each=True)
+        if settings.mqtt.url:
+            outbox = Outbox(settings.state.dir / "outbox", fsync=settings.state.fsync)
+            self.mqtt = MqttSink(
+                settings.mqtt.client_settings(),
+                outbox,
+                version=__version__,
+                notional_of=engine_notional(self._engine_with_contracts),
+            )
+            self.sinks["mqtt"] = self.mqtt
+
+    def _engine_with_contracts(self) -> Engine:
+        return self._contracts.runtime.engine
+
+    async def _publish(self, events: list[OutputEvent]) -> None:
+        for event in events:
+            for sink in self.sinks.values():
+                await sink.publish(event)
+
+    # -- the venue, relayed ------------------------------------------------------------------
+
+    async def _venue(self) -> None:
+        """The venue's frames, as received, for the relay: those that carry ticks or records
+        (the owners parse them again, with the same parser); the others are counted here."""
+        feed = self.settings.feed
+        spec = feed.spec()
+        parser = FrameParser(spec.venue, price_source=feed.price_source)
+        received = self.metrics.feed_frames.labels(spec.venue)
+        refused = self.metrics.feed_rejects
+        async for frame in frames(spec, stats=FeedStats(spec.venue)):
+            received.inc()
+            parsed = parser.parse(frame.raw, frame.receive_ts_ns)
+            for reason, _ in parsed.rejects:
+                refused.labels(spec.venue, reason).inc()
+            if not parsed.ticks and not parsed.records:
+                continue
+            if len(self._frames) == self._frames.maxlen:
+                self.cluster_metrics.relay_dropped.inc()
+            self._frames.append(frame.raw.encode())
+            self._frame_ready.set()
+
+    async def _relay(self) -> None:
+        partitions = self.settings.cluster.partitions
+        relayed = self.cluster_metrics.relayed
+        while True:
+            while not self._frames:
+                self._frame_ready.clear()
+                await self._frame_ready.wait()
+            frame = self._frames.popleft()
+            fresh = await self.link.relay(partitions, frame)
+            relayed.labels("new").inc(fresh)
+            relayed.labels("duplicate").inc(partitions - fresh)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def _leases(self) -> None:
+        ownership, kv = self.ownership, self.link.leases
+        tick = min(ownership.terms.poll_every_s, ownership.terms.renew_every_s) / 2
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            for partition, revision in ownership.to_renew(now):
+                value = lease_value(self.instance, int(time.time() * 1000))
+                try:
+                    renewed = await kv.update(lease_key(partition), value, last=revision)
+                except KeyWrongLastSequenceError:
+                    self._lost(partition, "refused")
+                    continue
+                except TRANSIENT as exc:
+                    log.info("lease_renewal_failed", partition=partition, error=repr(exc))
+                    continue
+                ownership.renewed(partition, renewed, time.monotonic())
+            for partition in ownership.overdue(time.monotonic()):
+                self._lost(partition, "overdue")
+            for partition in ownership.to_acquire(time.monotonic()):
+                value = lease_value(self.instance, int(time.time() * 1000))
+                try:
+                    revision = await kv.create(lease_key(partition), value)
+                except (KeyWrongLastSequenceError, *TRANSIENT):
+                    continue
+                if ownership.acquired(partition, revision, time.monotonic()):
+                    self._own(partition)
+                else:
+                    await self._give_back(partition, revision)
+            await asyncio.sleep(tick)
+
+    def _own(self, partition: int) -> None:
+        assert self._tasks is not None  # noqa: S101  # inside run()
+        log.info("partition_acquired", partition=partition, instance=self.instance)
+        self.cluster_metrics.takeovers.labels(str(partition)).inc()
+        self.cluster_metrics.owned.labels(str(partition)).set(1)
+        self._owners[partition] = self._tasks.create_task(
+            self._run_partition(partition), name=f"partition-{partition}"
+        )
+
+    def _lost(self, partition: int, reason: str) -> None:
+        log.warning("partition_lost", partition=partition, reason=reason, instance=self.instance)
+        self.ownership.released(partition)
+        self.cluster_metrics.losses.labels(reason).inc()
+        self.cluster_metrics.owned.labels(str(partition)).set(0)
+        self.cores.pop(partition, None)
+        task = self._owners.pop(partition, None)
+        if task is not None:
+            task.cancel()
+
+    async def _give_back(self, partition: int, revision: int) -> None:
+        try:
+            await self.link.leases.delete(lease_key(partition), last=revision)
+        except (KeyWrongLastSequenceError, *TRANSIENT) as exc:
+            log.info("lease_release_failed", partition=partition, error=repr(exc))
+
+    # -- owning a partition ------------------------------------------------------------------
+
+    async def _run_partition(self, partition: int) -> None:
+        settings = self.settings
+        config = settings.engine.config(state_sweep=False)
+        venue = settings.feed.venue
+        assert venue is not None  # noqa: S101  # checked at construction
+        price_source = settings.feed.price_source
+        started = time.monotonic()
+        data = await self._retrying(self.link.load_snapshot, snapshot_name(partition))
+        if data is None:
+            core = seeded(config, partition, venue, price_source, self.seeds)
+        else:
+            core = restored(data, config, partition, venue, price_source)
+        self.cores[partition] = core
+        log.info(
+            "partition_restored",
+            partition=partition,
+            from_snapshot=data is not None,
+            applied_seq=core.applied_seq,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        metrics = self.cluster_metrics
+        label = str(partition)
+        reader = LogReader(
+            self.link, partition_subjects(self.names.prefix, partition), core.applied_seq
+        )
+        interval = settings.cluster.snapshot_interval_s
+        saved_seq, saved_at = core.applied_seq, time.monotonic()
+        saving: asyncio.Task[None] | None = None
+        caught_up = False
+        prefix, stopping = self.names.prefix, self.stopping
+        async for batch in reader.batches():
+            now_ms = int(time.time() * 1000)
+            for message in batch:
+                seq = message.metadata.sequence.stream
+                subject = parse_log_subject(prefix, partition, message.subject)
+                effects = core.apply(seq, subject, message.data, now_ms=now_ms)
+                if effects is not None and effects.events:
+                    await self._publish(effects.events)
+            metrics.applied_seq.labels(label).set(core.applied_seq)
+            if reader.pending is not None:
+                metrics.lag.labels(label).set(reader.pending)
+            if not caught_up and (reader.pending == 0 or (reader.pending is None and not batch)):
+                caught_up = True
+                log.info(
+                    "partition_caught_up",
+                    partition=partition,
+                    applied_seq=core.applied_seq,
+                    seconds=round(time.monotonic() - started, 3),
+                )
+            due = time.monotonic() - saved_at >= interval and core.applied_seq > saved_seq
+            if (due or stopping.is_set()) and (saving is None or saving.done()):
+                saving = asyncio.ensure_future(self._save(core))
+                saved_seq, saved_at = core.applied_seq, time.monotonic()
+            if stopping.is_set() and not batch:
+                await saving if saving is not None else None
+                return
+
+    async def _save(self, core: ShardCore) -> None:
+        """Save ``core``'s snapshot once the broker holds every event made before it."""
+        snapshot = core.capture()
+        seq = core.applied_seq
+        mark = self.mqtt.outbox.last_seq if self.mqtt is not None else 0
+        data = await asyncio.to_thread(save_snapshot, snapshot)
+        deadline = time.monotonic() + DELIVERY_WAIT_S
+        while self.mqtt is not None and not self.mqtt.outbox.delivered_through(mark):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "partition_snapshot_skipped", partition=core.partition, reason="undelivered"
+                )
+                return
+            await asyncio.sleep(0.02)
+        if core.partition not in self.ownership.held:
+            return  # lost meanwhile: the new owner saves its own
+        await self._retrying(self.link.save_snapshot, snapshot_name(core.partition), data)
+        self.cluster_metrics.snapshots.labels(str(core.partition)).inc()
+        log.info("partition_snapshot", partition=core.partition, applied_seq=seq, bytes=len(data))
+
+    async def _retrying(self, call: Any, *args: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await call(*args)
+            except TRANSIENT as exc:
+                log.info("cluster_request_retry", request=call.__name__, error=repr(exc))
+                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+                attempt += 1
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _readiness(self) -> str | None:
+        if self.link.nc is None or not self.link.nc.is_connected:
+            return "not connected to the cluster"
+        if self.mqtt is not None and not self.mqtt.connected:
+            return "not connected to the broker"
+        return None
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        self._open_sinks()
+        if install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        await self.link.connect()
+        log.info("cluster_joined", instance=self.instance, servers=self.link.urls)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                side: list[asyncio.Task[None]] = []
+                if self.mqtt is not None:
+                    tasks.create_task(self.mqtt.run(), name="mqtt-publisher")
+                http = self.settings.http
+                if http.enabled:
+                    serving = serve(http.host, http.port, self.metrics, self._readiness)
+                    side.append(tasks.create_task(serving, name="http"))
+                side.append(tasks.create_task(self._venue(), name="venue"))
+                side.append(tasks.create_task(self._relay(), name="relay"))
+                leases = tasks.create_task(self._leases(), name="leases")
+                await self.stopping.wait()
+                await leases
+                for partition, task in list(self._owners.items()):
+                    await task  # a last snapshot
+                    held = self.ownership.held.get(partition)
+                    if held is not None:
+                        await self._give_back(partition, held.revision)
+                        self._lost(partition, "stopping")
+                for task in side:
+                    task.cancel()
+                for sink in self.sinks.values():
+                    await sink.close()
+        finally:
+            if self.mqtt is not None:
+                self.mqtt.outbox.close()
+            await self.link.close()
+        log.info("service_stopped", instance=self.instance)
+        return 0
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("service_stopping", reason="signal")
+            self.stopping.set()
+
+
+def snapshot_name(partition: int) -> str:
+    return f"partition-{partition}"
+
+
+def run_cluster(settings: ServiceSettings) -> int:
+    """``liqmon run`` with ``[cluster] urls`` set."""
+    status = 1
+    try:
+        status = asyncio.run(ClusterService(settings).run())
+    except* FeedFailed as group:
+        for exc in group.exceptions:
+            log.error("service_failed", reason="feed_failed", detail=str(exc))
+    return status

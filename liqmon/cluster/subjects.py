@@ -22,7 +22,8 @@ INPUT_KINDS = ("records", "binance")
 def account_token(account: str) -> str:
     """The subject token of an account: percent-encoded where NATS would read a separator
     or a wildcard (a plain account id is its own token)."""
-    return quote(account, safe="-_~!$&'()+,;=:@")
+    # quote() never encodes ".", NATS's separator
+    return quote(account, safe="-_~!$&'()+,;=:@").replace(".", "%2E")
 
 
 def input_subject(prefix: str, kind: str, account: str) -> str:

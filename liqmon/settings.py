@@ -261,6 +261,9 @@ class ClusterSection(_Section):
     snapshot_interval_s: float = Field(default=10.0, gt=0)
     """An owner saves its partition's snapshot this often (once it has applied something new):
     how much of the log a takeover replays."""
+    log_retention_s: float = Field(default=7 * 86_400.0, gt=0)
+    """The stream keeps messages this long (when liqmon creates it): far longer than a
+    snapshot interval, or a takeover finds the log after its snapshot gone."""
 
     @field_validator("urls")
     @classmethod

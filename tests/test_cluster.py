@@ -212,10 +212,9 @@ async def test_three_shards_and_a_standby_lose_nothing_through_a_kill_and_a_node
     missing = sorted(
         (partition_of(reference[i]["account"], PARTITIONS), reference[i]["ts"], i) for i in lost
     )
-    assert not lost, (
-        f"{len(lost)} alerts lost (partition, ts, id): {missing}; {report}; {len(extra)} extra"
-    )
-    assert not extra, f"{len(extra)} alerts no single instance gives"
+    odd = [reference[i] for i in sorted(lost)[:2]] + [got[i][0] for i in sorted(extra)[:2]]
+    assert not lost, f"{len(lost)} lost (partition, ts, id): {missing}; {report}; extra: {odd}"
+    assert not extra, f"{len(extra)} alerts no single instance gives: {odd}"
     for event_id, copies in got.items():
         assert all(copy == reference[event_id] for copy in copies), f"alert {event_id} changed"
     report["alerts"] = len(reference)
@@ -247,8 +246,11 @@ async def _feed(
     try:
         for index, step in enumerate(load.steps):
             if index == kill_at:
+                # the owner of the lowest partition that has one (right after the node's
+                # restart, leases may be changing hands)
+                await wait_for(lambda: _async(bool(_owners(instances))), 10 * LEASE_S, "an owner")
                 owners = _owners(instances)
-                partition = min(p for p, name in owners.items() if name != "standby")
+                partition = min(owners)
                 victim = owners[partition]
                 instances[victim].process.send_signal(signal.SIGKILL)
                 killed = (partition, victim, time.time())

@@ -36,6 +36,8 @@ from liqmon.cluster.subjects import relay_message_id, venue_subject
 
 log = structlog.get_logger("liqmon.cluster")
 
+BULK_TIMEOUT_S = 10.0
+"""A snapshot's chunks may take longer to be stored than a lease's renewal."""
 TRANSIENT = (NatsError, JetStreamError, asyncio.TimeoutError, OSError)
 """What a restarting node, a leader election or a lost connection raise: try again."""
 
@@ -50,6 +52,7 @@ class ClusterNames:
     snapshots: str
     replicas: int
     lease_s: float
+    retention_s: float
 
 
 class ClusterLink:
@@ -63,6 +66,7 @@ class ClusterLink:
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
         self._obs: ObjectStore | None = None
+        self._bulk: JetStreamContext | None = None
 
     @property
     def js(self) -> JetStreamContext:
@@ -94,7 +98,10 @@ class ClusterLink:
             disconnected_cb=_disconnected,
             reconnected_cb=_reconnected,
         )
-        self._js = self.nc.jetstream(timeout=2.0)
+        # a request the cluster cannot answer now (a node restarting, an election) is asked
+        # again soon rather than waited on: an owner renews its lease every third of a period
+        self._js = self.nc.jetstream(timeout=min(2.0, max(0.25, self.names.lease_s / 8)))
+        self._bulk = self.nc.jetstream(timeout=BULK_TIMEOUT_S)  # snapshots: megabytes
         attempt = 0
         while True:
             try:
@@ -114,6 +121,7 @@ class ClusterLink:
             num_replicas=names.replicas,
             storage=StorageType.FILE,
             duplicate_window=120.0,
+            max_age=names.retention_s,
         )
         try:
             await js.add_stream(config)
@@ -127,12 +135,19 @@ class ClusterLink:
             )
         except BadRequestError:
             self._kv = await js.key_value(names.leases)
+        bulk = self._bulk
+        assert bulk is not None  # noqa: S101  # made with the connection
         try:
-            self._obs = await js.create_object_store(
+            self._obs = await bulk.create_object_store(
                 names.snapshots, config=ObjectStoreConfig(replicas=names.replicas)
             )
         except BadRequestError:
-            self._obs = await js.object_store(names.snapshots)
+            self._obs = await bulk.object_store(names.snapshots)
+
+    async def first_sequence(self) -> int:
+        """The stream's oldest sequence still stored."""
+        info = await self.js.stream_info(self.names.stream)
+        return int(info.state.first_seq)
 
     async def load_snapshot(self, name: str) -> bytes | None:
         """The snapshot ``name``, or ``None`` if there is none yet."""

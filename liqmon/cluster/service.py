@@ -156,6 +156,7 @@ class ClusterService:
             snapshots=cluster.snapshots,
             replicas=cluster.replicas,
             lease_s=cluster.lease_s,
+            retention_s=cluster.log_retention_s,
         )
         self.link = ClusterLink(cluster.urls, self.names, self.instance)
         self.ownership = Ownership(
@@ -307,6 +308,17 @@ class ClusterService:
         else:
             core = restored(data, config, partition, venue, price_source)
         self.cores[partition] = core
+        first = await self._retrying(self.link.first_sequence)
+        if first > core.applied_seq + 1:
+            # what the log held after the snapshot has expired: the state goes on from the
+            # messages still stored, and says so (a snapshot interval far below the log's
+            # retention prevents it)
+            log.error(
+                "partition_log_truncated",
+                partition=partition,
+                applied_seq=core.applied_seq,
+                first_stored_seq=first,
+            )
         log.info(
             "partition_restored",
             partition=partition,

@@ -32,7 +32,7 @@ import nats
 import pytest
 
 from liqmon.broker import LocalBroker
-from liqmon.cluster.subjects import input_subject, partition_of
+from liqmon.cluster.subjects import input_subject, partition_of, venue_subject
 from tests.cluster_support import BroadcastVenue, Workload, wait_for, workload
 from tests.mqtt_support import Collector, broker  # noqa: F401  # the broker fixture
 from tests.nats_support import NatsCluster, require_nats_server
@@ -118,14 +118,17 @@ def _owners(instances: dict[str, Liqmon]) -> dict[int, str]:
     return {p: name for p, (_, name) in owners.items()}
 
 
-async def _stream_messages(js: Any) -> int:
-    for _ in range(200):
+async def _relayed(js: Any, frame: bytes) -> bool:
+    """Whether ``frame`` is the last venue frame of every partition's log (so that the next
+    record is stored after it, as in the reference)."""
+    for partition in range(PARTITIONS):
         try:
-            info = await js.stream_info("LIQMON")
-            return int(info.state.messages)
-        except Exception:  # a node restarting, an election: ask again
-            await asyncio.sleep(0.05)
-    raise TimeoutError("the stream does not answer")
+            last = await js.get_last_msg("LIQMON", venue_subject("liqmon", partition))
+        except Exception:  # not there yet, a node restarting, an election: not yet
+            return False
+        if last.data != frame:
+            return False
+    return True
 
 
 async def _publish(js: Any, subject: str, payload: bytes, message_id: str) -> None:
@@ -240,7 +243,6 @@ async def _feed(
     restart_at = int(_fraction("LIQMON_CLUSTER_RESTART_AT", 0.65) * count)
     nc = await nats.connect(servers=cluster.urls, max_reconnect_attempts=-1)
     js = nc.jetstream(timeout=2.0)
-    expected = await _stream_messages(js)
     killed: tuple[int, str, float] | None = None
     restarting: asyncio.Task[None] | None = None
     try:
@@ -259,13 +261,11 @@ async def _feed(
             if step.account is not None:
                 subject = input_subject("liqmon", "records", step.account)
                 await _publish(js, subject, step.line.encode(), f"step-{index}")
-                expected += 1
             else:
                 await venue.push(step.line)
-                expected += PARTITIONS
 
-                async def stored(target: int = expected) -> bool:
-                    return await _stream_messages(js) >= target
+                async def stored(frame: bytes = step.line.encode()) -> bool:
+                    return await _relayed(js, frame)
 
                 await wait_for(stored, 30, f"frame {index} in every partition's log")
         if restarting is not None:

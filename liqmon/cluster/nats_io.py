@@ -36,6 +36,7 @@ from liqmon.cluster.subjects import relay_message_id, venue_subject
 
 log = structlog.get_logger("liqmon.cluster")
 
+IDLE_CHECK_S = 1.0
 BULK_TIMEOUT_S = 10.0
 """A snapshot's chunks may take longer to be stored than a lease's renewal."""
 TRANSIENT = (NatsError, JetStreamError, asyncio.TimeoutError, OSError)
@@ -229,9 +230,13 @@ class LogReader:
                     messages = await subscription.fetch(self.batch, timeout=wait_s)
                 except (TimeoutError, NatsTimeout):
                     idle += 1
-                    if idle * wait_s >= 3.0:  # quiet for long: is the consumer still there?
+                    # quiet: is the consumer still there (a node restarting takes the ones it
+                    # held), and is the log really at its end? Asked at once while messages
+                    # are known to wait, else every second
+                    if (self.pending or 0) > 0 or idle * wait_s >= IDLE_CHECK_S:
                         idle = 0
-                        await subscription.consumer_info()
+                        info = await subscription.consumer_info()
+                        self.pending = int(info.num_pending)
                     yield []
                     continue
             except TRANSIENT as exc:

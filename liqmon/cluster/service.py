@@ -176,6 +176,24 @@ class ClusterService:
         self.sinks: dict[str, EventSink] = {}
         self.mqtt: MqttSink | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        self._watch()
+
+    def _watch(self) -> None:
+        """The connections and queues, read when scraped (the names of the single instance's
+        where they mean the same)."""
+        r = self.metrics.registry
+        Gauge("liqmon_outbox_depth", "Messages not yet acknowledged", registry=r).set_function(
+            lambda: self.mqtt.outbox.depth if self.mqtt is not None else 0
+        )
+        Gauge("liqmon_mqtt_connected", "1 when connected to the broker", registry=r).set_function(
+            lambda: int(self.mqtt is not None and self.mqtt.connected)
+        )
+        Gauge(
+            "liqmon_cluster_connected", "1 when connected to a NATS server", registry=r
+        ).set_function(lambda: int(self.link.nc is not None and self.link.nc.is_connected))
+        Gauge(
+            "liqmon_cluster_relay_queue", "Venue frames waiting to be relayed", registry=r
+        ).set_function(lambda: len(self._frames))
 
     # -- sinks -------------------------------------------------------------------------------
 
@@ -418,7 +436,7 @@ class ClusterService:
                     tasks.create_task(self.mqtt.run(), name="mqtt-publisher")
                 http = self.settings.http
                 if http.enabled:
-                    serving = serve(http.host, http.port, self.metrics, self._readiness)
+                    serving = serve(http.host, http.port, self.metrics, self._readiness, bound=[])
                     side.append(tasks.create_task(serving, name="http"))
                 side.append(tasks.create_task(self._venue(), name="venue"))
                 side.append(tasks.create_task(self._relay(), name="relay"))

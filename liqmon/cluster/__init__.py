@@ -4,5 +4,7 @@
 * :mod:`.lease`: the rules of partition ownership (pure, time passed in);
 * :mod:`.shard_core`: one partition's log applied to a runtime, and its snapshot (pure);
 * :mod:`.nats_io`: the JetStream adapters (stream, leases bucket, snapshots, log reader);
+* :mod:`.snapshots`: when a partition's snapshot is saved, which one a new owner loads;
+* :mod:`.metrics`: what an instance exports;
 * :mod:`.service`: the wiring: one task group per instance.
 """

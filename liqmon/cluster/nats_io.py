@@ -67,6 +67,7 @@ class ClusterLink:
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
         self._obs: ObjectStore | None = None
+        self._obs_reads: ObjectStore | None = None
         self._bulk: JetStreamContext | None = None
 
     @property
@@ -144,6 +145,11 @@ class ClusterLink:
             )
         except BadRequestError:
             self._obs = await bulk.object_store(names.snapshots)
+        # a new owner reads the snapshot with requests as short as a lease's: one the cluster
+        # cannot answer now (an election) is asked again, not waited on for long
+        assert self.nc is not None  # noqa: S101  # connected
+        reads = self.nc.jetstream(timeout=max(0.5, names.lease_s / 4))
+        self._obs_reads = await reads.object_store(names.snapshots)
 
     async def first_sequence(self) -> int:
         """The stream's oldest sequence still stored."""
@@ -153,10 +159,20 @@ class ClusterLink:
     async def load_snapshot(self, name: str) -> bytes | None:
         """The snapshot ``name``, or ``None`` if there is none yet."""
         try:
-            result = await self.snapshots.get(name)
+            assert self._obs_reads is not None  # noqa: S101  # after connect()
+            result = await self._obs_reads.get(name)
         except NotFoundError:  # ObjectNotFoundError is one
             return None
         return result.data
+
+    async def snapshot_version(self, name: str) -> str | None:
+        """An id of the stored snapshot ``name`` (changes with each save), or ``None``."""
+        assert self._obs_reads is not None  # noqa: S101  # after connect()
+        try:
+            info = await self._obs_reads.get_info(name)
+        except NotFoundError:
+            return None
+        return str(info.nuid)
 
     async def save_snapshot(self, name: str, data: bytes) -> None:
         await self.snapshots.put(name, data)

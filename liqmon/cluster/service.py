@@ -10,6 +10,8 @@ One :class:`asyncio.TaskGroup` owns every task, each named:
   snapshot (or its seeds), applies its log from the snapshot's sequence on, hands the events to
   every sink, and saves a snapshot every ``snapshot_interval_s`` once everything before it has
   been delivered to the broker (so that a takeover repeats events but never loses one);
+* ``snapshot-copies`` keeps a copy of the latest snapshot of each partition it does not own,
+  for a takeover while the store cannot answer;
 * ``mqtt-publisher`` and ``http`` (metrics, health) as in the single-instance service.
 
 SIGTERM stops the owners (a last snapshot, then the lease is given back, so that a standby
@@ -22,10 +24,9 @@ import asyncio
 import signal
 import time
 from collections import deque
-from typing import Any
 
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from alerts.encoding import engine_notional
 from alerts.jsonl import JsonLinesSink
@@ -38,6 +39,7 @@ from feeds.live import FeedFailed, FeedStats, frames
 from feeds.normalized import parse_line
 from liqmon import __version__
 from liqmon.cluster.lease import LeaseTerms, Ownership, lease_key, lease_value
+from liqmon.cluster.metrics import ClusterMetrics
 from liqmon.cluster.nats_io import (
     TRANSIENT,
     ClusterLink,
@@ -46,9 +48,9 @@ from liqmon.cluster.nats_io import (
     LogReader,
 )
 from liqmon.cluster.shard_core import ShardCore, restored, seeded
+from liqmon.cluster.snapshots import PartitionSnapshots, retrying
 from liqmon.cluster.subjects import parse_log_subject, partition_subjects
 from liqmon.ops import Metrics, serve
-from liqmon.persistence import save_snapshot
 from liqmon.settings import ServiceSettings
 from monitor.engine import Engine
 from monitor.errors import ConfigError
@@ -56,61 +58,11 @@ from monitor.records import AccountUpdateRecord, ContractRecord, Record
 
 log = structlog.get_logger("liqmon.cluster")
 
+LOG_CHECK_S = 30.0
+"""How long the check that the log still holds what followed a snapshot waits for an answer."""
 RELAY_QUEUE = 1_000
 """Frames waiting to be relayed; past this the oldest is dropped (another instance's copy
 fills the gap) and counted."""
-DELIVERY_WAIT_S = 10.0
-"""How long a snapshot waits for the broker to acknowledge what came before it (skipped
-otherwise, and tried again at the next interval)."""
-
-
-class ClusterMetrics:
-    def __init__(self, metrics: Metrics) -> None:
-        r = metrics.registry
-        self.owned = Gauge(
-            "liqmon_cluster_partition_owned",
-            "1 while this instance owns the partition",
-            ["partition"],
-            registry=r,
-        )
-        self.lag = Gauge(
-            "liqmon_cluster_lag_messages",
-            "Messages of the partition's log not yet applied by its owner",
-            ["partition"],
-            registry=r,
-        )
-        self.applied_seq = Gauge(
-            "liqmon_cluster_applied_sequence",
-            "The stream sequence of the last message the owner applied",
-            ["partition"],
-            registry=r,
-        )
-        self.takeovers = Counter(
-            "liqmon_cluster_acquisitions",
-            "Partitions this instance took (a standby taking a dead owner's among them)",
-            ["partition"],
-            registry=r,
-        )
-        self.losses = Counter(
-            "liqmon_cluster_losses",
-            "Partitions this instance gave up, by reason (refused, overdue, stopping)",
-            ["reason"],
-            registry=r,
-        )
-        self.relayed = Counter(
-            "liqmon_cluster_relayed_frames",
-            "Venue frames stored in the partitions' logs, by outcome (new, already there)",
-            ["outcome"],
-            registry=r,
-        )
-        self.relay_dropped = Counter(
-            "liqmon_cluster_relay_dropped_frames",
-            "Venue frames dropped before relaying (the relay queue was full)",
-            registry=r,
-        )
-        self.snapshots = Counter(
-            "liqmon_cluster_snapshots", "Partition snapshots saved", ["partition"], registry=r
-        )
 
 
 def cluster_seeds(settings: ServiceSettings) -> list[Record]:
@@ -176,6 +128,13 @@ class ClusterService:
         self.sinks: dict[str, EventSink] = {}
         self.mqtt: MqttSink | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        self.snapshots = PartitionSnapshots(
+            self.link,
+            self.ownership,
+            self.cluster_metrics,
+            interval_s=cluster.snapshot_interval_s,
+            outbox=lambda: None if self.mqtt is None else self.mqtt.outbox,
+        )
         self._watch()
 
     def _watch(self) -> None:
@@ -320,23 +279,15 @@ class ClusterService:
         assert venue is not None  # noqa: S101  # checked at construction
         price_source = settings.feed.price_source
         started = time.monotonic()
-        data = await self._retrying(self.link.load_snapshot, snapshot_name(partition))
+        data = await self.snapshots.load(partition)
         if data is None:
             core = seeded(config, partition, venue, price_source, self.seeds)
         else:
             core = restored(data, config, partition, venue, price_source)
         self.cores[partition] = core
-        first = await self._retrying(self.link.first_sequence)
-        if first > core.applied_seq + 1:
-            # what the log held after the snapshot has expired: the state goes on from the
-            # messages still stored, and says so (a snapshot interval far below the log's
-            # retention prevents it)
-            log.error(
-                "partition_log_truncated",
-                partition=partition,
-                applied_seq=core.applied_seq,
-                first_stored_seq=first,
-            )
+        assert self._tasks is not None  # noqa: S101  # inside run()
+        check = self._check_log_kept(partition, core.applied_seq)
+        self._tasks.create_task(check, name=f"partition-{partition}-log-check")
         log.info(
             "partition_restored",
             partition=partition,
@@ -375,41 +326,30 @@ class ClusterService:
                 )
             due = time.monotonic() - saved_at >= interval and core.applied_seq > saved_seq
             if (due or stopping.is_set()) and (saving is None or saving.done()):
-                saving = asyncio.ensure_future(self._save(core))
+                saving = asyncio.ensure_future(self.snapshots.save(core))
                 saved_seq, saved_at = core.applied_seq, time.monotonic()
             if stopping.is_set() and not batch:
                 await saving if saving is not None else None
                 return
 
-    async def _save(self, core: ShardCore) -> None:
-        """Save ``core``'s snapshot once the broker holds every event made before it."""
-        snapshot = core.capture()
-        seq = core.applied_seq
-        mark = self.mqtt.outbox.last_seq if self.mqtt is not None else 0
-        data = await asyncio.to_thread(save_snapshot, snapshot)
-        deadline = time.monotonic() + DELIVERY_WAIT_S
-        while self.mqtt is not None and not self.mqtt.outbox.delivered_through(mark):
-            if time.monotonic() > deadline:
-                log.warning(
-                    "partition_snapshot_skipped", partition=core.partition, reason="undelivered"
-                )
-                return
-            await asyncio.sleep(0.02)
-        if core.partition not in self.ownership.held:
-            return  # lost meanwhile: the new owner saves its own
-        await self._retrying(self.link.save_snapshot, snapshot_name(core.partition), data)
-        self.cluster_metrics.snapshots.labels(str(core.partition)).inc()
-        log.info("partition_snapshot", partition=core.partition, applied_seq=seq, bytes=len(data))
-
-    async def _retrying(self, call: Any, *args: Any) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await call(*args)
-            except TRANSIENT as exc:
-                log.info("cluster_request_retry", request=call.__name__, error=repr(exc))
-                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
-                attempt += 1
+    async def _check_log_kept(self, partition: int, applied_seq: int) -> None:
+        """Say loudly if what the log held after the snapshot has expired (the state goes on
+        from what is still stored; a snapshot interval far below the log's retention prevents
+        it). Beside the restore, not before it: the answer may wait for an election."""
+        try:
+            first = await asyncio.wait_for(
+                retrying(self.link.first_sequence, "first_sequence"), timeout=LOG_CHECK_S
+            )
+        except TimeoutError:  # the cluster did not answer: nothing is known, stopping is not held
+            log.warning("partition_log_unchecked", partition=partition)
+            return
+        if first > applied_seq + 1:
+            log.error(
+                "partition_log_truncated",
+                partition=partition,
+                applied_seq=applied_seq,
+                first_stored_seq=first,
+            )
 
     # -- running -----------------------------------------------------------------------------
 
@@ -440,6 +380,8 @@ class ClusterService:
                     side.append(tasks.create_task(serving, name="http"))
                 side.append(tasks.create_task(self._venue(), name="venue"))
                 side.append(tasks.create_task(self._relay(), name="relay"))
+                copies = self.snapshots.keep_copies()
+                side.append(tasks.create_task(copies, name="snapshot-copies"))
                 leases = tasks.create_task(self._leases(), name="leases")
                 await self.stopping.wait()
                 await leases
@@ -464,10 +406,6 @@ class ClusterService:
         if not self.stopping.is_set():
             log.info("service_stopping", reason="signal")
             self.stopping.set()
-
-
-def snapshot_name(partition: int) -> str:
-    return f"partition-{partition}"
 
 
 def run_cluster(settings: ServiceSettings) -> int:

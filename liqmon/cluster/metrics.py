@@ -30,7 +30,7 @@ class ClusterMetrics:
             ["partition"],
             registry=r,
         )
-        self.takeovers = Counter(
+        self.acquisitions = Counter(
             "liqmon_cluster_acquisitions",
             "Partitions this instance took (a standby taking a dead owner's among them)",
             ["partition"],

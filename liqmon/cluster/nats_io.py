@@ -206,8 +206,9 @@ class ClusterLink:
 
 class LogReader:
     """A partition's log from a stream sequence on, in batches, surviving restarting nodes:
-    an ephemeral pull consumer is made again from the next sequence whenever it fails (what an
-    ordered consumer does). ``pending`` is how far behind the log's end the last batch was."""
+    an ephemeral pull consumer is made again from the next sequence whenever it fails or its
+    deliveries skip a number (what an ordered consumer does). ``pending`` is how far behind
+    the log's end the last batch was."""
 
     def __init__(
         self, link: ClusterLink, subject: str, after_seq: int, *, batch: int = 256
@@ -242,6 +243,7 @@ class LogReader:
             try:
                 if subscription is None:
                     subscription = await self._subscribe()
+                    delivered = 0  # the consumer's count of deliveries so far
                 try:
                     messages = await subscription.fetch(self.batch, timeout=wait_s)
                 except (TimeoutError, NatsTimeout):
@@ -265,6 +267,17 @@ class LogReader:
                 continue
             idle = 0
             attempt = 0
+            counts = [m.metadata.sequence.consumer for m in messages]
+            if counts != list(range(delivered + 1, delivered + 1 + len(counts))):
+                # deliveries lost on the way (a reconnect during a fetch): the consumer counts
+                # them as delivered and would go on after them; make it again from the next
+                # message not applied
+                log.info("log_reader_gap", subject=self.subject, next_seq=self.next_seq)
+                self.recreated += 1
+                await _drop(subscription)
+                subscription = None
+                continue
+            delivered += len(counts)
             fresh = [m for m in messages if m.metadata.sequence.stream >= self.next_seq]
             if fresh:
                 self.next_seq = fresh[-1].metadata.sequence.stream + 1

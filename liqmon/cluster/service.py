@@ -21,9 +21,11 @@ takes over at once), drains the outbox and exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 from prometheus_client import Gauge
@@ -53,13 +55,19 @@ from liqmon.cluster.subjects import parse_log_subject, partition_subjects
 from liqmon.ops import Metrics, serve
 from liqmon.settings import ServiceSettings
 from monitor.engine import Engine
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, SnapshotError
 from monitor.records import AccountUpdateRecord, ContractRecord, Record
 
 log = structlog.get_logger("liqmon.cluster")
 
+STOP_SAVE_S = 15.0
+"""A stopping owner waits this long at most for its last snapshot (the broker's
+acknowledgements, then the store)."""
 LOG_CHECK_S = 30.0
 """How long the check that the log still holds what followed a snapshot waits for an answer."""
+CLUSTER_VENUES = ("binance-usdm", "binance-coinm")
+"""Venues whose frames an owner applies alike wherever and whenever it parses them: every
+tick carries its exchange time and the parser keeps no state between frames."""
 RELAY_QUEUE = 1_000
 """Frames waiting to be relayed; past this the oldest is dropped (another instance's copy
 fills the gap) and counted."""
@@ -94,9 +102,11 @@ class ClusterService:
     """See the module docstring."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        if settings.feed.venue is None:
+        if settings.feed.venue not in CLUSTER_VENUES:
             raise ConfigError(
-                "cluster: a venue feed is needed ([feed] venue): every instance reads it"
+                "cluster: a Binance venue feed is needed ([feed] venue binance-usdm or "
+                "binance-coinm): every instance reads it, and its frames carry their exchange "
+                "time, which makes each frame distinct and its place in the log checkable"
             )
         self.settings = settings
         cluster = settings.cluster
@@ -218,10 +228,13 @@ class ClusterService:
     async def _leases(self) -> None:
         ownership, kv = self.ownership, self.link.leases
         tick = min(ownership.terms.poll_every_s, ownership.terms.renew_every_s) / 2
-        while not self.stopping.is_set():
+        # renewals go on while stopping, until every owner has saved its last snapshot and
+        # given its lease back: a lease let lapse would let a standby in beside it
+        while not (self.stopping.is_set() and not self._owners):
             now = time.monotonic()
             for partition, revision in ownership.to_renew(now):
                 value = lease_value(self.instance, int(time.time() * 1000))
+                written = time.monotonic()  # the server's TTL starts with the write, not its reply
                 try:
                     renewed = await kv.update(lease_key(partition), value, last=revision)
                 except KeyWrongLastSequenceError:
@@ -230,16 +243,20 @@ class ClusterService:
                 except TRANSIENT as exc:
                     log.info("lease_renewal_failed", partition=partition, error=repr(exc))
                     continue
-                ownership.renewed(partition, renewed, time.monotonic())
+                ownership.renewed(partition, renewed, written)
             for partition in ownership.overdue(time.monotonic()):
                 self._lost(partition, "overdue")
+            if self.stopping.is_set():
+                await asyncio.sleep(tick)
+                continue
             for partition in ownership.to_acquire(time.monotonic()):
                 value = lease_value(self.instance, int(time.time() * 1000))
+                written = time.monotonic()
                 try:
                     revision = await kv.create(lease_key(partition), value)
                 except (KeyWrongLastSequenceError, *TRANSIENT):
                     continue
-                if ownership.acquired(partition, revision, time.monotonic()):
+                if ownership.acquired(partition, revision, written):
                     self._own(partition)
                 else:
                     await self._give_back(partition, revision)
@@ -248,7 +265,7 @@ class ClusterService:
     def _own(self, partition: int) -> None:
         assert self._tasks is not None  # noqa: S101  # inside run()
         log.info("partition_acquired", partition=partition, instance=self.instance)
-        self.cluster_metrics.takeovers.labels(str(partition)).inc()
+        self.cluster_metrics.acquisitions.labels(str(partition)).inc()
         self.cluster_metrics.owned.labels(str(partition)).set(1)
         self._owners[partition] = self._tasks.create_task(
             self._run_partition(partition), name=f"partition-{partition}"
@@ -280,10 +297,17 @@ class ClusterService:
         price_source = settings.feed.price_source
         started = time.monotonic()
         data = await self.snapshots.load(partition)
-        if data is None:
+        core = None
+        if data is not None:
+            try:
+                core = restored(data, config, partition, venue, price_source)
+            except (SnapshotError, KeyError, ValueError, TypeError) as exc:
+                # a snapshot no owner can read must not stop every owner in turn: start from
+                # the seeds and apply the whole log (the retention check below says if it
+                # still holds all of it)
+                log.error("partition_snapshot_unreadable", partition=partition, error=str(exc))
+        if core is None:
             core = seeded(config, partition, venue, price_source, self.seeds)
-        else:
-            core = restored(data, config, partition, venue, price_source)
         self.cores[partition] = core
         assert self._tasks is not None  # noqa: S101  # inside run()
         check = self._check_log_kept(partition, core.applied_seq)
@@ -306,9 +330,10 @@ class ClusterService:
         caught_up = False
         prefix, stopping = self.names.prefix, self.stopping
         async for batch in reader.batches():
-            now_ms = int(time.time() * 1000)
             for message in batch:
                 seq = message.metadata.sequence.stream
+                # the time the log stored it: what any owner reads (never the wall clock)
+                now_ms = int(message.metadata.timestamp.timestamp() * 1000)
                 subject = parse_log_subject(prefix, partition, message.subject)
                 effects = core.apply(seq, subject, message.data, now_ms=now_ms)
                 if effects is not None and effects.events:
@@ -325,12 +350,21 @@ class ClusterService:
                     seconds=round(time.monotonic() - started, 3),
                 )
             due = time.monotonic() - saved_at >= interval and core.applied_seq > saved_seq
-            if (due or stopping.is_set()) and (saving is None or saving.done()):
-                saving = asyncio.ensure_future(self.snapshots.save(core))
+            if due and (saving is None or saving.done()):
+                saving = asyncio.ensure_future(self.snapshots.save(core, self._owns(core)))
                 saved_seq, saved_at = core.applied_seq, time.monotonic()
-            if stopping.is_set() and not batch:
-                await saving if saving is not None else None
+            if stopping.is_set():  # at a batch's end: a last snapshot, bounded
+                if saving is not None and not saving.done():
+                    await asyncio.wait([saving])
+                last = self.snapshots.save(core, self._owns(core))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(last, timeout=STOP_SAVE_S)
                 return
+
+    def _owns(self, core: ShardCore) -> Callable[[], bool]:
+        """Whether ``core`` is still this instance's owner of its partition (not one dropped
+        when the lease was lost, even if the partition was taken again since)."""
+        return lambda: self.cores.get(core.partition) is core
 
     async def _check_log_kept(self, partition: int, applied_seq: int) -> None:
         """Say loudly if what the log held after the snapshot has expired (the state goes on
@@ -384,13 +418,14 @@ class ClusterService:
                 side.append(tasks.create_task(copies, name="snapshot-copies"))
                 leases = tasks.create_task(self._leases(), name="leases")
                 await self.stopping.wait()
-                await leases
                 for partition, task in list(self._owners.items()):
-                    await task  # a last snapshot
+                    await asyncio.wait([task])  # a last snapshot (the lease still renewed)
                     held = self.ownership.held.get(partition)
                     if held is not None:
                         await self._give_back(partition, held.revision)
                         self._lost(partition, "stopping")
+                self._owners.clear()
+                await leases  # ends once no partition is owned
                 for task in side:
                     task.cancel()
                 for sink in self.sinks.values():

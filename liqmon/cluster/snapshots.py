@@ -86,7 +86,8 @@ class PartitionSnapshots:
         again only when it changed), for a takeover while the store cannot answer."""
         partitions = self.ownership.partitions
         while True:
-            for partition in range(partitions):
+            standing_by = len(self.ownership.held) < self.ownership.terms.max_owned
+            for partition in range(partitions) if standing_by else ():
                 if partition in self.ownership.held:
                     continue
                 name = snapshot_name(partition)
@@ -101,7 +102,7 @@ class PartitionSnapshots:
                     continue  # the next round
             await asyncio.sleep(self.interval_s)
 
-    async def save(self, core: ShardCore) -> None:
+    async def save(self, core: ShardCore, still_owner: Callable[[], bool]) -> None:
         """Save ``core``'s snapshot once the broker holds every event made before it."""
         snapshot = core.capture()
         seq = core.applied_seq
@@ -116,9 +117,11 @@ class PartitionSnapshots:
                 )
                 return
             await asyncio.sleep(0.02)
-        if core.partition not in self.ownership.held:
+        if not still_owner():
             return  # lost meanwhile: the new owner saves its own
         name = snapshot_name(core.partition)
         await retrying(lambda: self.link.save_snapshot(name, data), "save_snapshot")
+        if not still_owner():  # lost while it was being stored: the new owner's is newer
+            log.info("partition_snapshot_after_loss", partition=core.partition, applied_seq=seq)
         self.metrics.snapshots.labels(str(core.partition)).inc()
         log.info("partition_snapshot", partition=core.partition, applied_seq=seq, bytes=len(data))

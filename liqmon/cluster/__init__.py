@@ -6,5 +6,7 @@
 * :mod:`.nats_io`: the JetStream adapters (stream, leases bucket, snapshots, log reader);
 * :mod:`.snapshots`: when a partition's snapshot is saved, which one a new owner loads;
 * :mod:`.metrics`: what an instance exports;
+* :mod:`.relay`: the venue's frames stored in every partition's log;
+* :mod:`.seeds`: what every owner starts a partition from;
 * :mod:`.service`: the wiring: one task group per instance.
 """

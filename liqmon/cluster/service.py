@@ -3,7 +3,7 @@
 One :class:`asyncio.TaskGroup` owns every task, each named:
 
 * ``venue`` reads the venue feed (every instance does) and ``relay`` stores each frame in
-  every partition's log (:meth:`ClusterLink.relay`; JetStream keeps one copy of each);
+  every partition's log (:class:`~liqmon.cluster.relay.VenueRelay`; JetStream keeps one copy);
 * ``leases`` takes free partitions, renews those it holds and gives up those it lost
   (:class:`~liqmon.cluster.lease.Ownership` decides);
 * ``partition-{p}``, while this instance owns ``p``: restores the partition from its latest
@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
 
 import structlog
@@ -35,10 +34,7 @@ from alerts.jsonl import JsonLinesSink
 from alerts.outbox import Outbox
 from alerts.publisher import MqttSink
 from alerts.sink import EventSink, OutputEvent
-from feeds.brackets import load_brackets
-from feeds.frames import FrameParser
-from feeds.live import FeedFailed, FeedStats, frames
-from feeds.normalized import parse_line
+from feeds.live import FeedFailed
 from liqmon import __version__
 from liqmon.cluster.lease import LeaseTerms, Ownership, lease_key, lease_value
 from liqmon.cluster.metrics import ClusterMetrics
@@ -49,6 +45,8 @@ from liqmon.cluster.nats_io import (
     KeyWrongLastSequenceError,
     LogReader,
 )
+from liqmon.cluster.relay import VenueRelay
+from liqmon.cluster.seeds import cluster_seeds
 from liqmon.cluster.shard_core import ShardCore, restored, seeded
 from liqmon.cluster.snapshots import PartitionSnapshots, retrying
 from liqmon.cluster.subjects import parse_log_subject, partition_subjects
@@ -56,7 +54,6 @@ from liqmon.ops import Metrics, serve
 from liqmon.settings import ServiceSettings
 from monitor.engine import Engine
 from monitor.errors import ConfigError, SnapshotError
-from monitor.records import AccountUpdateRecord, ContractRecord, Record
 
 log = structlog.get_logger("liqmon.cluster")
 
@@ -68,34 +65,6 @@ LOG_CHECK_S = 30.0
 CLUSTER_VENUES = ("binance-usdm", "binance-coinm")
 """Venues whose frames an owner applies alike wherever and whenever it parses them: every
 tick carries its exchange time and the parser keeps no state between frames."""
-RELAY_QUEUE = 1_000
-"""Frames waiting to be relayed; past this the oldest is dropped (another instance's copy
-fills the gap) and counted."""
-
-
-def cluster_seeds(settings: ServiceSettings) -> list[Record]:
-    """What every owner starts a partition from: the bracket files' contracts, and the
-    records of ``accounts`` that are not an account's (contracts, collateral prices).
-    Account records come from the log only: a seed file holding one is a configuration error."""
-    seeds: list[Record] = [
-        ContractRecord(contract) for path in settings.brackets
-        for contract in load_brackets(path).contracts
-    ]  # fmt: skip
-    if settings.accounts is not None:
-        with open(settings.accounts, "rb") as stream:
-            for number, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
-                record = parse_line(line)
-                if getattr(record, "account", None) is not None or isinstance(
-                    record, AccountUpdateRecord
-                ):
-                    raise ConfigError(
-                        f"cluster: {settings.accounts} line {number} is an account record; "
-                        "in a cluster account records come from the log only"
-                    )
-                seeds.append(record)
-    return seeds
 
 
 class ClusterService:
@@ -133,8 +102,9 @@ class ClusterService:
         self._contracts = seeded(
             settings.engine.config(), 0, settings.feed.venue, "mark", self.seeds
         )
-        self._frames: deque[bytes] = deque(maxlen=RELAY_QUEUE)
-        self._frame_ready = asyncio.Event()
+        self.relay = VenueRelay(
+            settings.feed, self.link, cluster.partitions, self.metrics, self.cluster_metrics
+        )
         self.sinks: dict[str, EventSink] = {}
         self.mqtt: MqttSink | None = None
         self._tasks: asyncio.TaskGroup | None = None
@@ -162,7 +132,7 @@ class ClusterService:
         ).set_function(lambda: int(self.link.nc is not None and self.link.nc.is_connected))
         Gauge(
             "liqmon_cluster_relay_queue", "Venue frames waiting to be relayed", registry=r
-        ).set_function(lambda: len(self._frames))
+        ).set_function(lambda: self.relay.queued)
 
     # -- sinks -------------------------------------------------------------------------------
 
@@ -188,40 +158,6 @@ class ClusterService:
         for event in events:
             for sink in self.sinks.values():
                 await sink.publish(event)
-
-    # -- the venue, relayed ------------------------------------------------------------------
-
-    async def _venue(self) -> None:
-        """The venue's frames, as received, for the relay: those that carry ticks or records
-        (the owners parse them again, with the same parser); the others are counted here."""
-        feed = self.settings.feed
-        spec = feed.spec()
-        parser = FrameParser(spec.venue, price_source=feed.price_source)
-        received = self.metrics.feed_frames.labels(spec.venue)
-        refused = self.metrics.feed_rejects
-        async for frame in frames(spec, stats=FeedStats(spec.venue)):
-            received.inc()
-            parsed = parser.parse(frame.raw, frame.receive_ts_ns)
-            for reason, _ in parsed.rejects:
-                refused.labels(spec.venue, reason).inc()
-            if not parsed.ticks and not parsed.records:
-                continue
-            if len(self._frames) == self._frames.maxlen:
-                self.cluster_metrics.relay_dropped.inc()
-            self._frames.append(frame.raw.encode())
-            self._frame_ready.set()
-
-    async def _relay(self) -> None:
-        partitions = self.settings.cluster.partitions
-        relayed = self.cluster_metrics.relayed
-        while True:
-            while not self._frames:
-                self._frame_ready.clear()
-                await self._frame_ready.wait()
-            frame = self._frames.popleft()
-            fresh = await self.link.relay(partitions, frame)
-            relayed.labels("new").inc(fresh)
-            relayed.labels("duplicate").inc(partitions - fresh)
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -412,8 +348,8 @@ class ClusterService:
                 if http.enabled:
                     serving = serve(http.host, http.port, self.metrics, self._readiness, bound=[])
                     side.append(tasks.create_task(serving, name="http"))
-                side.append(tasks.create_task(self._venue(), name="venue"))
-                side.append(tasks.create_task(self._relay(), name="relay"))
+                side.append(tasks.create_task(self.relay.read_venue(), name="venue"))
+                side.append(tasks.create_task(self.relay.run(), name="relay"))
                 copies = self.snapshots.keep_copies()
                 side.append(tasks.create_task(copies, name="snapshot-copies"))
                 leases = tasks.create_task(self._leases(), name="leases")

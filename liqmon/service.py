@@ -27,7 +27,7 @@ import signal
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -62,6 +62,9 @@ from liqmon.startup import Prepared, owed_after, prepare
 from monitor.engine import Engine
 from monitor.events import AlertEvent
 from monitor.notices import ServiceStarted, ServiceStopped, notice_id
+
+if TYPE_CHECKING:
+    from liqmon.cluster.service import ClusterService
 
 log = structlog.get_logger("liqmon.service")
 
@@ -568,13 +571,16 @@ def run_service(settings: ServiceSettings) -> int:
     URL) ends the service with status 1 after logging why; the journal holds every applied
     account record, so nothing is lost. A refused start raises :class:`StartRefused` (the
     command line prints its one line)."""
-    if settings.cluster.urls:
-        from liqmon.cluster.service import run_cluster  # only for clusters
+    service: Service | ClusterService
+    if settings.cluster.urls:  # one instance of a cluster (docs/deployment.md)
+        from liqmon.cluster.service import ClusterService  # clusters only
 
-        return run_cluster(settings)
+        service = ClusterService(settings)
+    else:
+        service = Service(settings)
     status = 1
     try:
-        status = asyncio.run(Service(settings).run())
+        status = asyncio.run(service.run())
     except* FeedFailed as group:
         for exc in group.exceptions:
             log.error("service_failed", reason="feed_failed", detail=str(exc))

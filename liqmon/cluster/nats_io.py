@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -33,6 +32,7 @@ from nats.js.object_store import ObjectStore
 
 from feeds.backoff import CLUSTER_BACKOFF, reconnect_delay
 from liqmon.cluster.subjects import relay_message_id, venue_subject
+from liqmon.settings import ClusterSection
 
 log = structlog.get_logger("liqmon.cluster")
 
@@ -45,22 +45,11 @@ TRANSIENT = (NatsError, JetStreamError, asyncio.TimeoutError, OSError)
 __all__ = ["TRANSIENT", "ClusterLink", "KeyWrongLastSequenceError", "LogReader"]
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterNames:
-    prefix: str
-    stream: str
-    leases: str
-    snapshots: str
-    replicas: int
-    lease_s: float
-    retention_s: float
-
-
 class ClusterLink:
     """One connection to the cluster and the three JetStream assets liqmon uses."""
 
-    def __init__(self, urls: list[str], names: ClusterNames, instance: str) -> None:
-        self.urls = urls
+    def __init__(self, names: ClusterSection, instance: str) -> None:
+        self.urls = names.urls
         self.names = names
         self.instance = instance
         self.nc: Client | None = None
@@ -123,7 +112,7 @@ class ClusterLink:
             num_replicas=names.replicas,
             storage=StorageType.FILE,
             duplicate_window=120.0,
-            max_age=names.retention_s,
+            max_age=names.log_retention_s,
         )
         try:
             await js.add_stream(config)

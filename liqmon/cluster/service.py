@@ -34,14 +34,12 @@ from alerts.jsonl import JsonLinesSink
 from alerts.outbox import Outbox
 from alerts.publisher import MqttSink
 from alerts.sink import EventSink, OutputEvent
-from feeds.live import FeedFailed
 from liqmon import __version__
 from liqmon.cluster.lease import LeaseTerms, Ownership, lease_key, lease_value
 from liqmon.cluster.metrics import ClusterMetrics
 from liqmon.cluster.nats_io import (
     TRANSIENT,
     ClusterLink,
-    ClusterNames,
     KeyWrongLastSequenceError,
     LogReader,
 )
@@ -80,16 +78,8 @@ class ClusterService:
         self.settings = settings
         cluster = settings.cluster
         self.instance = settings.mqtt.instance
-        self.names = ClusterNames(
-            prefix=cluster.prefix,
-            stream=cluster.stream,
-            leases=cluster.leases,
-            snapshots=cluster.snapshots,
-            replicas=cluster.replicas,
-            lease_s=cluster.lease_s,
-            retention_s=cluster.log_retention_s,
-        )
-        self.link = ClusterLink(cluster.urls, self.names, self.instance)
+        self.names = cluster
+        self.link = ClusterLink(cluster, self.instance)
         self.ownership = Ownership(
             self.instance, cluster.partitions, LeaseTerms(cluster.lease_s, cluster.max_partitions)
         )
@@ -377,14 +367,3 @@ class ClusterService:
         if not self.stopping.is_set():
             log.info("service_stopping", reason="signal")
             self.stopping.set()
-
-
-def run_cluster(settings: ServiceSettings) -> int:
-    """``liqmon run`` with ``[cluster] urls`` set."""
-    status = 1
-    try:
-        status = asyncio.run(ClusterService(settings).run())
-    except* FeedFailed as group:
-        for exc in group.exceptions:
-            log.error("service_failed", reason="feed_failed", detail=str(exc))
-    return status
